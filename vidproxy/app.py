@@ -1,0 +1,54 @@
+"""The application factory: resources in ``cleanup_ctx``, routes, error middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+from aiohttp import web
+
+from .appkeys import CONFIG, STORE
+from .config import Config
+from .errors import error_middleware
+from .handlers import health, videos
+from .storage.base import Store
+from .storage.fs import open_fs_store
+from .storage.s3 import open_s3_store
+
+# `.+` would stop at a newline and let the router answer 404; the key
+# validator must see every key to answer 400 invalid_key.
+KEY = r"{key:[\s\S]+}"
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_store_context)
+    _add_routes(app)
+    return app
+
+
+def _open_store(config: Config) -> AbstractAsyncContextManager[Store]:
+    if config.backend == "s3":
+        return open_s3_store(config.s3)
+    return open_fs_store(config.fs.dir)
+
+
+async def _store_context(app: web.Application) -> AsyncIterator[None]:
+    async with _open_store(app[CONFIG]) as store:
+        app[STORE] = store
+        yield
+
+
+def _add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/videos", videos.list_videos)
+    app.router.add_post("/videos", videos.create_video)
+    app.router.add_get(f"/videos/{KEY}", videos.get_video)
+    app.router.add_put(f"/videos/{KEY}", videos.put_video)
+    app.router.add_delete(f"/videos/{KEY}", videos.delete_video)
+    # Aliases kept for clients written against the original gin API.
+    app.router.add_post("/upload", videos.create_video)
+    app.router.add_post(f"/upload/{KEY}", videos.put_video)
+    app.router.add_get(f"/download/{KEY}", videos.get_video)

@@ -1,0 +1,128 @@
+"""A request body as an ``UploadSource``: read in pieces, counted, hashed, verified."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+
+from aiohttp import web
+
+from .errors import BadRequest, ChecksumMismatch, IncompleteBody, LengthRequired, TooLarge
+from .units import MiB
+
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+# Hash pieces this large in a worker thread (hashlib releases the GIL), so
+# hashing one part overlaps with receiving the next.
+_THREAD_HASH_BYTES = 1 * MiB
+
+
+class RequestBody:
+    """Implements ``storage.base.UploadSource`` over an aiohttp request."""
+
+    def __init__(self, request: web.Request, max_bytes: int) -> None:
+        self._content = request.content
+        self._max_bytes = max_bytes
+        self.content_length = _declared_length(request)
+        self.expected_sha256 = _expected_sha256(request)
+        if self.content_length is not None and self.content_length > max_bytes:
+            raise TooLarge(f"the body is larger than the {max_bytes}-byte limit")
+        self._pending = b""  # bytes peeked but not yet handed out
+        self._received = 0
+        self._hasher = hashlib.sha256()
+        self._hashing: asyncio.Future[None] | None = None
+        self._digest: str | None = None
+
+    async def peek(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer if the body is shorter), without consuming them."""
+        while len(self._pending) < n:
+            chunk = await self._read_some(n - len(self._pending))
+            if not chunk:
+                break
+            self._pending += chunk
+        return self._pending[:n]
+
+    async def read(self, n: int) -> bytes:
+        pieces = [self._pending[:n]] if self._pending else []
+        self._pending = self._pending[n:]
+        got = len(pieces[0]) if pieces else 0
+        at_end = False
+        while got < n:
+            chunk = await self._read_some(n - got)
+            if not chunk:
+                at_end = True
+                break
+            pieces.append(chunk)
+            got += len(chunk)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._hash(data)
+        if at_end and self._digest is None:
+            await self._finish()
+        return data
+
+    def sha256(self) -> str:
+        if self._digest is None:
+            raise RuntimeError("the body has not been read to the end")
+        return self._digest
+
+    async def _read_some(self, n: int) -> bytes:
+        try:
+            chunk = await self._content.read(n)
+        except ConnectionResetError:
+            chunk = self._salvage_complete_body()
+        self._received += len(chunk)
+        if self._received > self._max_bytes:
+            raise TooLarge(f"the body is larger than the {self._max_bytes}-byte limit")
+        return chunk
+
+    def _salvage_complete_body(self) -> bytes:
+        # ffmpeg sends a whole chunked body, terminator included, then closes its
+        # side; aiohttp then poisons the stream with ConnectionResetError although
+        # every byte arrived. is_eof() is set only by a complete message, so it
+        # tells a finished body from a cut one; the buffered rest is still ours.
+        if not self._content.is_eof():
+            raise IncompleteBody("the client closed the connection before the body ended")
+        self._content._exception = None  # type: ignore[attr-defined]
+        return self._content.read_nowait()
+
+    def _hash(self, data: bytes) -> None:
+        if len(data) < _THREAD_HASH_BYTES and self._hashing is None:
+            self._hasher.update(data)
+            return
+        previous = self._hashing
+
+        async def update_in_order() -> None:
+            if previous is not None:
+                await previous
+            await asyncio.to_thread(self._hasher.update, data)
+
+        self._hashing = asyncio.ensure_future(update_in_order())
+
+    async def _finish(self) -> None:
+        if self._hashing is not None:
+            await self._hashing
+        if self.content_length is not None and self._received != self.content_length:
+            raise IncompleteBody(
+                f"received {self._received} of {self.content_length} declared bytes"
+            )
+        digest = self._hasher.hexdigest()
+        if self.expected_sha256 is not None and digest != self.expected_sha256:
+            raise ChecksumMismatch("the body does not match X-Content-SHA256")
+        self._digest = digest
+
+
+def _declared_length(request: web.Request) -> int | None:
+    if request.headers.get("Transfer-Encoding", "").lower().endswith("chunked"):
+        return None
+    if request.content_length is None:
+        raise LengthRequired("send Content-Length or Transfer-Encoding: chunked")
+    return request.content_length
+
+
+def _expected_sha256(request: web.Request) -> str | None:
+    value = request.headers.get("X-Content-SHA256")
+    if value is None:
+        return None
+    if not _SHA256_RE.fullmatch(value.strip()):
+        raise BadRequest("X-Content-SHA256 must be 64 hex digits", code="invalid_checksum")
+    return value.strip().lower()

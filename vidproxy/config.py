@@ -1,0 +1,254 @@
+"""Configuration: one frozen object built once at start-up.
+
+Precedence, lowest first: the defaults below, ``config.toml`` (or
+``--config PATH``), environment variables ``VIDPROXY_<SECTION>_<KEY>``, and
+CLI flags. Every problem is reported as one ``ConfigError`` line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .storage.parts import MAX_PART_SIZE, MIN_PART_SIZE
+from .units import GiB, KiB, MiB, TiB
+
+ENV_PREFIX = "VIDPROXY_"
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": GiB,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": TiB,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, malformed or out of range."""
+
+
+# A byte count; in files and env vars it may be written ``8MiB``.
+Size = typing.NewType("Size", int)
+
+
+def parse_size(text: str | int) -> int:
+    """Parse ``8MiB``, ``1.5 GB``, ``4096`` into a byte count."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("must not be negative")
+        return text
+    if not isinstance(text, str):
+        raise ValueError(f"expected a size such as '8MiB', got {text!r}")
+    match = _SIZE_RE.fullmatch(text)
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ValueError(f"expected a size such as '8MiB', got {text!r}")
+    return int(float(match.group(1)) * unit)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Enforced by counting: aiohttp's client_max_size does not cover streamed bodies.
+    max_upload_bytes: Size = 100 * GiB
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    dir: str = "./data"
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    # "path" suits MinIO, Ceph and local endpoints; "auto" lets botocore choose.
+    addressing_style: str = "auto"
+    part_size: Size = 8 * MiB
+    upload_concurrency: int = 4
+    # Keep every part the same size (R2 demands it) instead of growing them.
+    equal_parts: bool = False
+    checksum_mode: str = "when_required"
+    create_bucket: bool = False
+    max_pool_connections: int = 64
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    dir: str = "./cache"
+    max_bytes: Size = 10 * GiB
+    min_free_bytes: Size = 1 * GiB
+    max_object_bytes: Size = 5 * GiB
+    idle_ttl: float = 3600.0
+    revalidate_after: float = 60.0
+    fill_on_disconnect: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    fs: FsConfig = field(default_factory=FsConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    @property
+    def backend(self) -> str:
+        """``s3`` once a bucket is named, else the embedded ``fs`` store."""
+        return "s3" if self.s3.bucket else "fs"
+
+
+_CHOICES = {
+    ("s3", "checksum_mode"): {"when_required", "when_supported"},
+    ("s3", "addressing_style"): {"auto", "path", "virtual"},
+    ("server", "log_level"): {"debug", "info", "warning", "error"},
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the config from a TOML file, then env vars, then explicit overrides."""
+    layers: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        _merge(layers, _read_toml(Path(path)))
+    _merge(layers, _from_env(os.environ if env is None else env))
+    if overrides:
+        _merge(layers, {k: dict(v) for k, v in overrides.items()})
+    config = _build(layers)
+    _validate(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    layers: dict[str, dict[str, Any]] = {}
+    for section in _sections():
+        prefix = f"{ENV_PREFIX}{section.upper()}_"
+        for name in _field_types(section):
+            value = env.get(prefix + name.upper())
+            if value is not None:
+                layers.setdefault(section, {})[name] = value
+    return layers
+
+
+def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]]) -> None:
+    for section, values in layer.items():
+        into.setdefault(section, {}).update(values)
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(_sections()[section])
+
+
+def _build(layers: dict[str, dict[str, Any]]) -> Config:
+    sections = _sections()
+    built: dict[str, Any] = {}
+    for section, values in layers.items():
+        if section not in sections:
+            raise ConfigError(f"{section}: unknown section")
+        types_ = _field_types(section)
+        kwargs = {}
+        for name, raw in values.items():
+            if name not in types_:
+                raise ConfigError(f"{section}.{name}: unknown key")
+            kwargs[name] = _coerce(f"{section}.{name}", types_[name], raw)
+        built[section] = sections[section](**kwargs)
+    return Config(**built)
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    try:
+        return _convert(kind, raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _convert(kind: Any, raw: Any) -> Any:
+    if kind is Size:
+        return parse_size(raw)
+    if kind is bool:
+        return _to_bool(raw)
+    if kind in (int, float):
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ValueError(f"expected a number, got {raw!r}")
+        return kind(raw)
+    if kind is str:
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {raw!r}")
+        return raw
+    raise TypeError(f"unsupported setting type {kind!r}")
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _validate(config: Config) -> None:
+    for (section, name), allowed in _CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{name}: expected one of {sorted(allowed)}, got {value!r}")
+    s3 = config.s3
+    if not MIN_PART_SIZE <= s3.part_size <= MAX_PART_SIZE:
+        raise ConfigError("s3.part_size: must be between 5MiB and 5GiB (S3's part limits)")
+    checks = [
+        ("server.port", 0 <= config.server.port <= 65535, "must be a TCP port (0-65535)"),
+        ("s3.upload_concurrency", s3.upload_concurrency >= 1, "must be at least 1"),
+        ("s3.max_pool_connections", s3.max_pool_connections >= 1, "must be at least 1"),
+        ("s3.max_attempts", s3.max_attempts >= 1, "must be at least 1"),
+        ("cache.idle_ttl", config.cache.idle_ttl > 0, "must be positive"),
+        ("cache.revalidate_after", config.cache.revalidate_after >= -1, "must be -1 or more"),
+    ]
+    for name, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{name}: {message}")

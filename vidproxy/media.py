@@ -1,0 +1,84 @@
+"""Content types: validate what the client sent, else guess from the key, else sniff."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+
+from .errors import BadRequest
+
+FALLBACK_TYPE = "application/octet-stream"
+# Enough for every signature below, MPEG-TS's second sync byte included.
+SNIFF_BYTES = 512
+MAX_CONTENT_TYPE_LENGTH = 255
+
+# RFC 9110 §8.3.1: type "/" subtype *( OWS ";" OWS parameter ), tokens only.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAM = rf"{_TOKEN}=(?:{_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\")"
+_MEDIA_TYPE_RE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_PARAM})*")
+
+_VIDEO_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".mov": "video/quicktime",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".ts": "video/mp2t",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".ogv": "video/ogg",
+    ".ogg": "audio/ogg",
+    ".avi": "video/x-msvideo",
+    ".flv": "video/x-flv",
+}
+
+
+def validate_content_type(value: str) -> str:
+    """Accept a well-formed media type only, so a stored value can never
+    break the headers of a later GET."""
+    value = value.strip()
+    if len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE_RE.fullmatch(value):
+        raise BadRequest("Content-Type is not a valid media type", code="invalid_content_type")
+    return value
+
+
+def safe_content_type(value: str | None) -> str:
+    """A stored type fit to send back; anything else becomes the fallback."""
+    if value and len(value) <= MAX_CONTENT_TYPE_LENGTH and _MEDIA_TYPE_RE.fullmatch(value):
+        return value
+    return FALLBACK_TYPE
+
+
+def guess_from_key(key: str) -> str | None:
+    name = key.rsplit("/", 1)[-1].lower()
+    dot = name.rfind(".")
+    if dot <= 0:
+        return None
+    ext = name[dot:]
+    return _VIDEO_TYPES.get(ext) or mimetypes.guess_type(f"x{ext}", strict=False)[0]
+
+
+def sniff(head: bytes) -> str | None:
+    """Recognise the containers ffmpeg and cameras write from their first bytes."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head.startswith(b"OggS"):
+        return "video/ogg" if b"theora" in head[:128] else "audio/ogg"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "video/mp2t"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    if head.startswith(b"FLV"):
+        return "video/x-flv"
+    if head.startswith(b"#EXTM3U"):
+        return "application/vnd.apple.mpegurl"
+    return None
+
+
+def choose_content_type(header: str | None, key: str, head: bytes) -> str:
+    if header:
+        return validate_content_type(header)
+    return guess_from_key(key) or sniff(head) or FALLBACK_TYPE

@@ -1,0 +1,158 @@
+"""Answer a GET or HEAD from an ``ObjectReader``, the same way whatever path holds the bytes.
+
+Local files go out through aiohttp's ``FileResponse`` (sendfile). It is handed a
+copy of the request that asks for exactly the range ``conditions.plan_response``
+chose, and keeps the store's validators instead of its own mtime-size ETag,
+so cold (S3) and warm (disk) answers match header for header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from email.utils import format_datetime
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
+
+from .conditions import ByteRange, Plan, plan_response
+from .storage.base import ObjectInfo, ObjectReader
+
+log = logging.getLogger(__name__)
+
+_CONDITIONAL_HEADERS = (
+    hdrs.RANGE,
+    hdrs.IF_RANGE,
+    hdrs.IF_MATCH,
+    hdrs.IF_NONE_MATCH,
+    hdrs.IF_MODIFIED_SINCE,
+    hdrs.IF_UNMODIFIED_SINCE,
+    # Without it FileResponse never looks for NAME.gz / NAME.br siblings.
+    hdrs.ACCEPT_ENCODING,
+)
+
+
+def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]:
+    headers = {
+        hdrs.CONTENT_TYPE: info.content_type,
+        hdrs.ETAG: info.etag,
+        hdrs.LAST_MODIFIED: _http_date(info),
+        hdrs.ACCEPT_RANGES: "bytes",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if info.sha256:
+        headers["X-Content-SHA256"] = info.sha256
+    if cache_status:
+        headers["X-Cache"] = cache_status
+    return headers
+
+
+async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamResponse:
+    info = reader.info
+    headers = object_headers(info, reader.cache_status)
+    plan = plan_response(request.method, request.headers, info.validators)
+    if plan.status == 304:
+        return web.Response(status=304, headers=_validator_headers(headers))
+    if plan.range is not None:
+        headers[hdrs.CONTENT_RANGE] = plan.range.content_range(info.size)
+    if reader.local_path is not None:
+        response = _StoreFileResponse(reader.local_path, status=plan.status, headers=headers)
+        return await _prepare_file(request, response, plan)
+    length = plan.range.length if plan.range is not None else info.size
+    if request.method == "HEAD" or length == 0:
+        response = web.StreamResponse(status=plan.status, headers=headers)
+        response.content_length = length
+        await response.prepare(request)
+        return response
+    chunks = await reader.stream(plan.range)
+    return await _stream(request, plan, headers, length, chunks)
+
+
+def _validator_headers(headers: dict[str, str]) -> dict[str, str]:
+    # RFC 9110 §15.4.5: a 304 carries the validators, not the representation's length.
+    keep = (hdrs.ETAG, hdrs.LAST_MODIFIED, "X-Cache")
+    return {k: v for k, v in headers.items() if k in keep}
+
+
+async def _stream(
+    request: web.Request,
+    plan: Plan,
+    headers: dict[str, str],
+    length: int,
+    chunks: AsyncIterator[bytes],
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=plan.status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except ConnectionError:
+        return response  # the client left; nothing to tell it
+    except Exception as exc:  # headers are out: all we can do is cut the connection
+        log.warning("download of %s cut short: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    finally:
+        await _aclose(chunks)
+    await response.write_eof()
+    return response
+
+
+async def _aclose(chunks: AsyncIterator[bytes]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def _prepare_file(
+    request: web.Request, response: web.FileResponse, plan: Plan
+) -> web.StreamResponse:
+    # FileResponse applies Range and conditionals itself; hand it a request whose
+    # only remaining question is the range we already decided on.
+    request_headers = CIMultiDict(request.headers)
+    for name in _CONDITIONAL_HEADERS:
+        request_headers.popall(name, None)
+    if plan.range is not None:
+        request_headers[hdrs.RANGE] = _range_header(plan.range)
+    # Prepared here, while the reader still holds the file, not after we return.
+    await response.prepare(request.clone(headers=request_headers))
+    return response
+
+
+def _range_header(byte_range: ByteRange) -> str:
+    return f"bytes={byte_range.start}-{byte_range.stop - 1}"
+
+
+class _StoreFileResponse(web.FileResponse):
+    """A FileResponse that keeps the ETag and Last-Modified it was given."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # aiohttp prepares a returned response again; FileResponse's prepare
+        # is not idempotent, so the first (ours, above) is the only one.
+        if self.prepared:
+            return None
+        return await super().prepare(request)
+
+    @property
+    def etag(self) -> Any:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        pass  # FileResponse would put its mtime-size tag here
+
+    @property
+    def last_modified(self) -> Any:
+        return super().last_modified
+
+    @last_modified.setter
+    def last_modified(self, value: Any) -> None:
+        pass  # keep the store's Last-Modified, not the file's mtime
+
+
+def _http_date(info: ObjectInfo) -> str:
+    return format_datetime(info.last_modified, usegmt=True)

@@ -1,0 +1,122 @@
+"""The small interfaces between the HTTP handlers and a storage backend.
+
+Handlers know ``Store``, ``ObjectReader`` and ``UploadSource``, never S3.
+Backends raise only ``vidproxy.errors`` exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..conditions import ByteRange, RangeSpec, Validators
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # quoted, exactly as sent in the ETag header
+    last_modified: datetime  # timezone-aware
+    content_type: str
+    sha256: str | None  # hex; None where the backend could not record it
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(self.size, self.etag, self.last_modified)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "etag": self.etag,
+            "last_modified": self.last_modified.isoformat().replace("+00:00", "Z"),
+            "content_type": self.content_type,
+        }
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What an upload produced, as the upload answer reports it."""
+
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "etag": self.etag,
+            "content_type": self.content_type,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    items: list[ObjectInfo]
+    next_after: str | None
+
+
+class ObjectReader(Protocol):
+    """One version of one object, opened for reading.
+
+    ``open`` may already have started fetching the range it was hinted;
+    ``stream`` serves any range of the same version (its ETag), and
+    ``aclose`` releases whatever ``open`` acquired.
+    """
+
+    info: ObjectInfo
+    # A local file holding exactly this version, for sendfile; else None.
+    local_path: Path | None
+    # "HIT" or "MISS" where a cache answered, else None.
+    cache_status: str | None
+
+    def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UploadSource(Protocol):
+    """A request body, read in pieces of the store's choosing."""
+
+    content_length: int | None  # None for chunked bodies
+    expected_sha256: str | None  # the client's X-Content-SHA256, if any
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end; ``b""`` once the body is
+        complete. Raises if the body is cut short, too large or fails its checksum,
+        so a store that reads to ``b""`` has a verified body."""
+        ...
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the whole body; valid once ``read`` returned ``b""``."""
+        ...
+
+
+class Store(Protocol):
+    name: str
+
+    async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> ObjectReader:
+        """Open ``key`` for reading; ``hint`` is the range most likely wanted.
+
+        With ``head=True`` only metadata is needed. Raises ``NotFound``."""
+        ...
+
+    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+        ...
+
+    async def list(self, prefix: str, after: str, limit: int) -> ObjectPage: ...
+
+    async def check_ready(self) -> None:
+        """Raise ``UpstreamUnavailable`` unless the backend answers."""
+        ...

@@ -1,0 +1,229 @@
+"""The embedded ``fs`` backend: videos in a local directory, kept across restarts.
+
+Layout under ``dir``::
+
+    objects/ab/<sha256(key)>.json     the committed metadata, naming its data file
+    objects/ab/<sha256(key)>.<ulid>   one immutable data file per version
+    tmp/                              uploads in progress (cleared at start)
+
+A write goes to ``tmp/``, is fsynced and renamed next to the metadata; the
+atomic rename of the metadata file is the commit. A reader that opened an old
+version keeps it until it is done, so an overwrite never mixes two bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from ..conditions import ByteRange, RangeSpec
+from ..errors import NotFound, UpstreamUnavailable
+from ..keys import key_digest
+from ..units import MiB
+from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
+
+log = logging.getLogger(__name__)
+
+WRITE_CHUNK = 4 * MiB
+READ_CHUNK = 1 * MiB
+META_SUFFIX = ".json"
+
+
+@asynccontextmanager
+async def open_fs_store(directory: str) -> AsyncIterator[FsStore]:
+    store = FsStore(Path(directory))
+    await asyncio.to_thread(store.prepare)
+    yield store
+
+
+class FsStore:
+    name = "fs"
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._objects = root / "objects"
+        self._tmp = root / "tmp"
+        # One writer per key at a time keeps the version-file bookkeeping exact.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def prepare(self) -> None:
+        """Create the directories and drop what a crash left behind."""
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        for meta in self._objects.glob(f"*/*{META_SUFFIX}.tmp"):
+            meta.unlink(missing_ok=True)
+        self._remove_unreferenced_versions()
+
+    def _remove_unreferenced_versions(self) -> None:
+        metas = map(_load_meta, self._objects.glob(f"*/*{META_SUFFIX}"))
+        referenced = {meta["data"] for meta in metas if meta}
+        for path in self._objects.glob("*/*.*"):
+            if path.suffix != META_SUFFIX and path.name not in referenced:
+                path.unlink(missing_ok=True)
+
+    async def check_ready(self) -> None:
+        if not await asyncio.to_thread(os.access, self._objects, os.W_OK):
+            raise UpstreamUnavailable("the data directory is not writable")
+
+    def _meta_path(self, key: str) -> Path:
+        digest = key_digest(key)
+        return self._objects / digest[:2] / f"{digest}{META_SUFFIX}"
+
+    async def _read_meta(self, key: str) -> dict[str, Any]:
+        meta = await asyncio.to_thread(_load_meta, self._meta_path(key))
+        if meta is None or meta["key"] != key:
+            raise NotFound("no video under that key")
+        return meta
+
+    async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> FsReader:
+        meta = await self._read_meta(key)
+        return FsReader(_info_from(meta), self._meta_path(key).with_name(meta["data"]))
+
+    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+        version = f"{key_digest(key)}.{ULID()}"
+        tmp_path = self._tmp / version
+        try:
+            size = await self._receive(source, tmp_path)
+            sha256 = source.sha256()
+            meta = {
+                "key": key,
+                "size": size,
+                "etag": f'"{sha256[:32]}"',
+                "last_modified": datetime.now(UTC).isoformat(),
+                "content_type": content_type,
+                "sha256": sha256,
+                "data": version,
+            }
+            async with self._lock(key):
+                await asyncio.to_thread(self._commit, key, tmp_path, meta)
+        finally:
+            await asyncio.to_thread(tmp_path.unlink, missing_ok=True)
+        return StoredObject(key, size, meta["etag"], content_type, sha256)
+
+    async def _receive(self, source: UploadSource, path: Path) -> int:
+        size = 0
+        with await asyncio.to_thread(open, path, "wb") as out:
+            while data := await source.read(WRITE_CHUNK):
+                await asyncio.to_thread(out.write, data)
+                size += len(data)
+            await asyncio.to_thread(_flush_and_sync, out)
+        return size
+
+    def _commit(self, key: str, tmp_path: Path, meta: dict[str, Any]) -> None:
+        meta_path = self._meta_path(key)
+        meta_path.parent.mkdir(exist_ok=True)
+        old = _load_meta(meta_path)
+        os.replace(tmp_path, meta_path.with_name(meta["data"]))
+        _write_atomically(meta_path, json.dumps(meta).encode())
+        _sync_dir(meta_path.parent)
+        if old is not None:
+            meta_path.with_name(old["data"]).unlink(missing_ok=True)
+
+    async def delete(self, key: str) -> None:
+        async with self._lock(key):
+            await asyncio.to_thread(self._remove, key)
+
+    def _remove(self, key: str) -> None:
+        meta_path = self._meta_path(key)
+        meta = _load_meta(meta_path)
+        if meta is None or meta["key"] != key:
+            return
+        meta_path.unlink(missing_ok=True)
+        _sync_dir(meta_path.parent)
+        meta_path.with_name(meta["data"]).unlink(missing_ok=True)
+
+    async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
+        return await asyncio.to_thread(self._list, prefix, after, limit)
+
+    def _list(self, prefix: str, after: str, limit: int) -> ObjectPage:
+        metas = (_load_meta(p) for p in self._objects.glob(f"*/*{META_SUFFIX}"))
+        keys = sorted(
+            (m["key"], m) for m in metas if m and m["key"].startswith(prefix) and m["key"] > after
+        )
+        page = [_info_from(m) for _, m in keys[:limit]]
+        next_after = page[-1].key if len(keys) > limit else None
+        return ObjectPage(page, next_after)
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
+class FsReader:
+    cache_status: str | None = None
+
+    def __init__(self, info: ObjectInfo, path: Path) -> None:
+        self.info = info
+        self.local_path: Path | None = path
+
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        return _read_file(self.local_path, byte_range or ByteRange(0, self.info.size))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _read_file(path: Path | None, byte_range: ByteRange) -> AsyncIterator[bytes]:
+    assert path is not None
+    with await asyncio.to_thread(open, path, "rb") as f:
+        await asyncio.to_thread(f.seek, byte_range.start)
+        left = byte_range.length
+        while left > 0 and (chunk := await asyncio.to_thread(f.read, min(READ_CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
+
+
+def _info_from(meta: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=meta["key"],
+        size=meta["size"],
+        etag=meta["etag"],
+        last_modified=datetime.fromisoformat(meta["last_modified"]),
+        content_type=meta["content_type"],
+        sha256=meta["sha256"],
+    )
+
+
+def _load_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_bytes())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable metadata %s: %s", path.name, exc)
+        return None
+
+
+def _flush_and_sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        _flush_and_sync(f)
+    os.replace(tmp, path)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

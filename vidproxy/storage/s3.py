@@ -1,0 +1,279 @@
+"""The S3 backend (AWS, MinIO, Ceph, R2, rclone, moto): aiobotocore behind ``Store``.
+
+botocore's exceptions never leave this module: ``s3_errors`` maps them to
+vidproxy's own at this one boundary, without S3's XML, endpoint or credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..conditions import ByteRange, RangeSpec
+from ..config import S3Config
+from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, UpstreamUnavailable
+from ..media import safe_content_type
+from ..units import KiB
+from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
+from .multipart import MultipartUpload
+from .parts import MAX_PARTS, PartPlan
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * KiB
+# HEADs in flight while a listing looks up content types.
+LIST_HEAD_CONCURRENCY = 16
+DEFAULT_REGION = "us-east-1"
+SHA256_METADATA = "sha256"
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class _Unsatisfiable(Exception):
+    """S3 said 416; the caller needs the size before it can answer."""
+
+
+@asynccontextmanager
+async def s3_errors(operation: str) -> AsyncIterator[None]:
+    """Turn botocore's and aiohttp's errors into vidproxy's, at one boundary."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _from_client_error(exc, operation) from None
+    except _UNREACHABLE as exc:
+        log.warning("S3 %s failed: %s", operation, type(exc).__name__)
+        raise UpstreamUnavailable(f"the storage backend is unreachable ({operation})") from None
+
+
+def _from_client_error(exc: ClientError, operation: str) -> Exception:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    if code == "NoSuchBucket":
+        return UpstreamError("the configured bucket does not exist")
+    if code in ("NoSuchKey", "NotFound") or status == 404:
+        return NotFound("no video under that key")
+    if code == "InvalidRange" or status == 416:
+        return _Unsatisfiable()
+    if code == "PreconditionFailed" or status == 412:
+        return PreconditionFailed("the key already exists or changed")
+    if code in ("SlowDown", "ServiceUnavailable") or status == 503:
+        return UpstreamUnavailable(f"the storage backend is busy ({operation})")
+    log.warning("S3 %s answered %s %s", operation, status, code)
+    return UpstreamError(f"the storage backend rejected {operation} ({code or status})")
+
+
+@asynccontextmanager
+async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
+    client_config = AioConfig(
+        s3={"addressing_style": cfg.addressing_style},
+        max_pool_connections=cfg.max_pool_connections,
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+        request_checksum_calculation=cfg.checksum_mode,
+        response_checksum_validation="when_required",
+    )
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=cfg.endpoint_url or None,
+        region_name=cfg.region or None,
+        config=client_config,
+    ) as client:
+        if client.meta.region_name is None:
+            log.info("no AWS region configured; signing for %s", DEFAULT_REGION)
+        store = S3Store(client, cfg)
+        if cfg.create_bucket:
+            await store.create_bucket()
+        yield store
+
+
+class S3Store:
+    name = "s3"
+
+    def __init__(self, client: Any, cfg: S3Config) -> None:
+        self._client = client
+        self._cfg = cfg
+        self._bucket = cfg.bucket
+
+    async def create_bucket(self) -> None:
+        try:
+            async with s3_errors("CreateBucket"):
+                await self._client.create_bucket(Bucket=self._bucket)
+        except UpstreamError:
+            pass  # already there, or owned by us: either way usable
+        except UpstreamUnavailable:
+            log.warning("could not create bucket %r: storage unreachable", self._bucket)
+
+    async def check_ready(self) -> None:
+        async with s3_errors("HeadBucket"):
+            await self._client.head_bucket(Bucket=self._bucket)
+
+    async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
+        if head:
+            return S3Reader(self, await self.head(key))
+        try:
+            response, fetched, info = await self._get(key, hint)
+        except _Unsatisfiable:
+            return S3Reader(self, await self.head(key))
+        return S3Reader(self, info, response, fetched)
+
+    async def head(self, key: str) -> ObjectInfo:
+        async with s3_errors("HeadObject"):
+            response = await self._client.head_object(Bucket=self._bucket, Key=key)
+        return _info_from(key, response, int(response["ContentLength"]))
+
+    async def _get(
+        self, key: str, spec: RangeSpec | None, if_match: str | None = None
+    ) -> tuple[dict[str, Any], ByteRange | None, ObjectInfo]:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if spec is not None:
+            params["Range"] = spec.header()
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        async with s3_errors("GetObject"):
+            response = await self._client.get_object(**params)
+        # rclone answers a ranged GET with 200 plus Content-Range: trust the header.
+        match = _CONTENT_RANGE_RE.fullmatch(response.get("ContentRange") or "")
+        if match is None:
+            return response, None, _info_from(key, response, int(response["ContentLength"]))
+        first, last, size = (int(g) for g in match.groups())
+        return response, ByteRange(first, last + 1), _info_from(key, response, size)
+
+    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+        plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
+        if source.content_length is not None and source.content_length > plan.capacity():
+            raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
+        first = await source.read(plan.size_of(1))
+        if len(first) < plan.size_of(1):
+            return await self._put_single(key, first, source, content_type)
+        metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
+        upload = MultipartUpload(
+            self._client, self._bucket, key, self._cfg.upload_concurrency, s3_errors
+        )
+        async with upload:
+            await upload.start(ContentType=content_type, Metadata=metadata)
+            data, number = first, 1
+            while data:
+                await upload.add_part(data)
+                number += 1
+                data = await source.read(plan.size_of(min(number, MAX_PARTS)))
+                if data and number > MAX_PARTS:
+                    raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
+            etag = await upload.complete()
+        return StoredObject(key, upload.size, etag, content_type, source.sha256())
+
+    async def _put_single(
+        self, key: str, data: bytes, source: UploadSource, content_type: str
+    ) -> StoredObject:
+        sha256 = source.sha256()
+        async with s3_errors("PutObject"):
+            response = await self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                Metadata={SHA256_METADATA: sha256},
+            )
+        return StoredObject(key, len(data), response["ETag"], content_type, sha256)
+
+    async def delete(self, key: str) -> None:
+        async with s3_errors("DeleteObject"):
+            await self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
+        params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
+        if after:
+            params["StartAfter"] = after
+        async with s3_errors("ListObjectsV2"):
+            response = await self._client.list_objects_v2(**params)
+        keys = [item["Key"] for item in response.get("Contents", [])]
+        # ListObjectsV2 has no content types: look them up, a few at a time.
+        limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
+
+        async def head_or_none(key: str) -> ObjectInfo | None:
+            async with limiter:
+                try:
+                    return await self.head(key)
+                except NotFound:
+                    return None  # deleted since the listing
+
+        infos = await asyncio.gather(*(head_or_none(k) for k in keys))
+        items = [info for info in infos if info is not None]
+        truncated = bool(response.get("IsTruncated")) and bool(keys)
+        return ObjectPage(items, keys[-1] if truncated else None)
+
+
+class S3Reader:
+    """One version of an S3 object; may hold the GET that ``open`` started."""
+
+    local_path = None
+    cache_status: str | None = None
+
+    def __init__(
+        self,
+        store: S3Store,
+        info: ObjectInfo,
+        response: dict[str, Any] | None = None,
+        fetched: ByteRange | None = None,
+    ) -> None:
+        self._store = store
+        self.info = info
+        self._response = response
+        self._fetched = fetched
+
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        response, fetched = self._response, self._fetched
+        self._response = None
+        if response is None or fetched != byte_range:
+            if response is not None:
+                response["Body"].close()
+            response, fetched = await self._refetch(byte_range)
+        return _iter_body(response["Body"])
+
+    async def _refetch(
+        self, byte_range: ByteRange | None
+    ) -> tuple[dict[str, Any], ByteRange | None]:
+        spec = byte_range.spec() if byte_range is not None else None
+        try:
+            # If-Match pins the version the headers already describe.
+            response, fetched, _ = await self._store._get(self.info.key, spec, self.info.etag)
+        except (PreconditionFailed, NotFound, _Unsatisfiable):
+            raise UpstreamUnavailable("the video changed while it was being read; retry") from None
+        if fetched != byte_range:
+            response["Body"].close()
+            raise UpstreamError("the storage backend ignored a Range request")
+        return response, fetched
+
+    async def aclose(self) -> None:
+        if self._response is not None:
+            self._response["Body"].close()
+            self._response = None
+
+
+async def _iter_body(body: Any) -> AsyncIterator[bytes]:
+    async with body, s3_errors("GetObject body"):
+        async for chunk in body.iter_chunks(READ_CHUNK):
+            yield chunk
+
+
+def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
+    metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+    modified = response.get("LastModified") or datetime.now(UTC)
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=response.get("ETag") or '""',
+        last_modified=modified.astimezone(UTC),
+        content_type=safe_content_type(response.get("ContentType")),
+        sha256=metadata.get(SHA256_METADATA),
+    )
