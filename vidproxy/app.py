@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 from aiohttp import web
 
 from .appkeys import CONFIG, STORE
+from .cache import open_caching_store
 from .config import Config
 from .errors import error_middleware
 from .handlers import health, videos
@@ -35,7 +36,11 @@ def _open_store(config: Config) -> AbstractAsyncContextManager[Store]:
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
-    async with _open_store(app[CONFIG]) as store:
+    config = app[CONFIG]
+    async with AsyncExitStack() as stack:
+        store: Store = await stack.enter_async_context(_open_store(config))
+        if config.backend == "s3" and config.cache.enabled:
+            store = await stack.enter_async_context(open_caching_store(store, config.cache))
         app[STORE] = store
         yield
 

@@ -1,0 +1,137 @@
+"""The cache's files on disk. Blocking functions: call them through ``asyncio.to_thread``.
+
+Layout under ``cache.dir``::
+
+    entries/ab/<sha256(key)>.json      metadata of the complete entry, naming its data file
+    entries/ab/<sha256(key)>.<ulid>    the data, immutable once renamed here
+    tmp/<sha256(key)>.<ulid>           fills in progress (deleted at start)
+
+An entry exists once its metadata file is renamed into place, after its data
+file; the data file's mtime records the last access, so idle timers survive
+a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from ..files import sync_dir, write_atomically
+from ..keys import key_digest
+from ..storage.base import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+META_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    info: ObjectInfo
+    path: Path
+    last_access: float  # wall-clock seconds
+
+
+class CacheDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._entries = root / "entries"
+        self._tmp = root / "tmp"
+
+    def prepare(self) -> list[StoredEntry]:
+        """Create the layout, delete leftovers of fills, index complete entries
+        (oldest access first); drop anything inconsistent."""
+        self._entries.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        found = [e for e in map(self._load, self._entries.glob(f"*/*{META_SUFFIX}")) if e]
+        kept = {e.path.name for e in found}
+        for path in self._entries.glob("*/*"):
+            if path.suffix != META_SUFFIX and path.name not in kept:
+                path.unlink(missing_ok=True)
+        return sorted(found, key=lambda e: e.last_access)
+
+    def _load(self, meta_path: Path) -> StoredEntry | None:
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            info = _info_from(meta)
+            data = meta_path.with_name(meta["data"])
+            stat = data.stat()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("dropping cache entry %s: %s", meta_path.name, exc)
+            meta_path.unlink(missing_ok=True)
+            return None
+        if stat.st_size != info.size:
+            log.warning("dropping cache entry %s: size differs from its metadata", meta_path.name)
+            meta_path.unlink(missing_ok=True)
+            return None
+        return StoredEntry(info, data, stat.st_mtime)
+
+    def temp_path(self, key: str) -> Path:
+        return self._tmp / f"{key_digest(key)}.{ULID()}"
+
+    def commit(self, info: ObjectInfo, temp: Path) -> Path:
+        """Make the filled ``temp`` file the entry for ``info.key``; returns its path."""
+        meta_path = self._meta_path(info.key)
+        meta_path.parent.mkdir(exist_ok=True)
+        data_path = meta_path.with_name(temp.name)
+        os.replace(temp, data_path)
+        meta = {**_info_to_json(info), "data": data_path.name}
+        write_atomically(meta_path, json.dumps(meta).encode())
+        sync_dir(meta_path.parent)
+        return data_path
+
+    def remove(self, key: str, data_path: Path) -> None:
+        """Delete an entry's data and, if it still names that data, its metadata."""
+        meta_path = self._meta_path(key)
+        try:
+            if json.loads(meta_path.read_bytes()).get("data") == data_path.name:
+                meta_path.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
+        data_path.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def _meta_path(self, key: str) -> Path:
+        digest = key_digest(key)
+        return self._entries / digest[:2] / f"{digest}{META_SUFFIX}"
+
+
+def touch(path: Path) -> None:
+    """Record an access in the data file's mtime (ignored if it is gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)
+
+
+def _info_to_json(info: ObjectInfo) -> dict[str, Any]:
+    return {
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "last_modified": info.last_modified.isoformat(),
+        "content_type": info.content_type,
+        "sha256": info.sha256,
+    }
+
+
+def _info_from(meta: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=str(meta["key"]),
+        size=int(meta["size"]),
+        etag=str(meta["etag"]),
+        last_modified=datetime.fromisoformat(meta["last_modified"]),
+        content_type=str(meta["content_type"]),
+        sha256=meta.get("sha256"),
+    )

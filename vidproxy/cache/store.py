@@ -1,0 +1,393 @@
+"""``CachingStore``: a ``Store`` that keeps S3 downloads on local disk.
+
+- a miss starts one fill per object (``Fill``); every concurrent reader follows
+  it, and a range far ahead of the fill is fetched from the backend at once;
+- a hit is served from disk (``local_path``, so sendfile), re-arms the entry's
+  idle timer (``loop.call_later``) and moves it to the LRU tail;
+- the byte bound and free-space floor are kept by evicting LRU entries before
+  a fill starts; entries in use are unlinked only when their last reader leaves;
+- writes through this process drop the entry; a hit older than
+  ``revalidate_after`` is checked with a HEAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..conditions import ByteRange, RangeSpec
+from ..config import CacheConfig
+from ..errors import NotFound, UpstreamUnavailable
+from ..files import read_file
+from ..storage.base import ObjectInfo, ObjectPage, ObjectReader, Store, StoredObject, UploadSource
+from ..units import MiB
+from .disk import CacheDir, StoredEntry, touch
+from .fill import Fill, create_temp, read_following
+
+log = logging.getLogger(__name__)
+
+# A range starting this far past what a fill has written is fetched directly:
+# a player seeking to minute 50 must not wait for minutes 0-50.
+READAHEAD = 4 * MiB
+# Last-access times are written to disk at most this often per entry.
+ACCESS_PERSIST_INTERVAL = 1.0
+
+
+@dataclass(eq=False)
+class Entry:
+    info: ObjectInfo
+    path: Path
+    last_access: float  # wall clock
+    checked_at: float = float("-inf")  # monotonic time of the last check against the backend
+    persisted_access: float = 0.0
+    readers: int = 0
+    retired: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+@asynccontextmanager
+async def open_caching_store(inner: Store, cfg: CacheConfig) -> AsyncIterator[CachingStore]:
+    store = CachingStore(inner, cfg, CacheDir(Path(cfg.dir)))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+class CachingStore:
+    def __init__(self, inner: Store, cfg: CacheConfig, disk: CacheDir) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._cfg = cfg
+        self._disk = disk
+        self._entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first
+        self._fills: dict[str, Fill] = {}
+        self._starting: dict[str, asyncio.Future[None]] = {}
+        self._used = 0  # bytes of indexed entries
+        self._writes = 0  # bumped by every write through this process
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ---- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        for stored in await asyncio.to_thread(self._disk.prepare):
+            self._index(stored)
+        await self._evict_until(0)
+        count, root = len(self._entries), self._disk.root
+        log.info("cache: %d entries, %d bytes in %s", count, self._used, root)
+
+    async def close(self) -> None:
+        fills = [f.task for f in self._fills.values() if f.task is not None]
+        for task in fills:
+            task.cancel()
+        await asyncio.gather(*fills, return_exceptions=True)
+        for entry in self._entries.values():
+            if entry.timer is not None:
+                entry.timer.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _index(self, stored: StoredEntry) -> None:
+        entry = Entry(stored.info, stored.path, stored.last_access)
+        entry.persisted_access = stored.last_access
+        self._add(entry)
+
+    # ---- Store: writes pass through and drop the entry --------------------
+
+    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+        try:
+            return await self._inner.put(key, source, content_type)
+        finally:
+            self.invalidate(key)
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._inner.delete(key)
+        finally:
+            self.invalidate(key)
+
+    async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
+        return await self._inner.list(prefix, after, limit)
+
+    async def check_ready(self) -> None:
+        await self._inner.check_ready()
+
+    def invalidate(self, key: str) -> None:
+        self._writes += 1
+        self._drop(key)
+        fill = self._fills.pop(key, None)
+        if fill is not None:
+            fill.stale = True
+
+    # ---- Store: reads ------------------------------------------------------
+
+    async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> ObjectReader:
+        while True:
+            entry = await self._fresh_entry(key)
+            if entry is not None:
+                return await self._hit(entry)
+            fill = self._fills.get(key)
+            if fill is not None:
+                return await self._follow(fill)
+            if head:
+                return _labelled(await self._inner.open(key, None, head=True))
+            starting = self._starting.get(key)
+            if starting is None:
+                return await self._miss(key, hint)
+            # Another request is opening this key: join its fill rather than
+            # fetching the object a second time.
+            await asyncio.shield(starting)
+
+    async def _fresh_entry(self, key: str) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None or not self._due_for_check(entry):
+            return entry
+        try:
+            current = await self._inner.open(key, None, head=True)
+        except NotFound:
+            self._drop(key)
+            raise
+        except UpstreamUnavailable:
+            log.warning("cache: cannot revalidate %r; serving the cached copy", key)
+            return entry if self._entries.get(key) is entry else None
+        await current.aclose()
+        if current.info.etag != entry.info.etag:
+            self._drop(key)
+            return None
+        entry.checked_at = time.monotonic()
+        return entry if self._entries.get(key) is entry else None
+
+    def _due_for_check(self, entry: Entry) -> bool:
+        after = self._cfg.revalidate_after
+        return after >= 0 and time.monotonic() - entry.checked_at >= after
+
+    async def _hit(self, entry: Entry) -> ObjectReader:
+        reader = _HitReader(self, entry)  # holds the file before anything can evict it
+        self._entries.move_to_end(entry.info.key)
+        self._arm_timer(entry, self._cfg.idle_ttl)
+        entry.last_access = time.time()
+        if entry.last_access - entry.persisted_access >= ACCESS_PERSIST_INTERVAL:
+            entry.persisted_access = entry.last_access
+            await asyncio.to_thread(touch, entry.path)
+        return reader
+
+    async def _follow(self, fill: Fill) -> ObjectReader:
+        return _FillReader(self, fill, None)
+
+    async def _miss(self, key: str, hint: RangeSpec | None) -> ObjectReader:
+        starting = self._starting[key] = asyncio.get_running_loop().create_future()
+        writes_before = self._writes
+        try:
+            full, direct = await self._open_for_fill(key, hint)
+            if direct is not None and direct.info.etag != full.info.etag:
+                await full.aclose()  # changed between the two GETs: serve, don't cache
+                return _labelled(direct)
+            if not await self._make_room(full.info.size):
+                if direct is not None:
+                    await full.aclose()
+                return _labelled(direct or full)
+            try:
+                fill = await self._start_fill(key, full)
+            except OSError as exc:
+                log.error("cache: cannot start a fill of %r: %s", key, exc)
+                return _labelled(direct or full)
+            fill.stale = self._writes != writes_before
+            return _FillReader(self, fill, direct)
+        finally:
+            del self._starting[key]
+            starting.set_result(None)
+
+    async def _open_for_fill(
+        self, key: str, hint: RangeSpec | None
+    ) -> tuple[ObjectReader, ObjectReader | None]:
+        if not _far_ahead(hint, 0):
+            return await self._inner.open(key, None), None
+        # Both at once: the client's range answers now, the full GET fills.
+        results = await asyncio.gather(
+            self._inner.open(key, None), self._inner.open(key, hint), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for r in results:
+                if not isinstance(r, BaseException):
+                    await r.aclose()
+            raise errors[0]
+        full, direct = results
+        return full, direct  # type: ignore[return-value]
+
+    async def _start_fill(self, key: str, full: ObjectReader) -> Fill:
+        temp = self._disk.temp_path(key)
+        fd = await asyncio.to_thread(create_temp, temp)
+        chunks = await full.stream(None)
+        fill = Fill(full.info, full, temp, fd)
+        self._fills[key] = fill
+        fill.task = asyncio.create_task(self._run_fill(key, fill, chunks))
+        return fill
+
+    async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            await fill.run(chunks)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            log.error("cache: fill of %r stopped: %s", key, exc)
+        try:
+            if fill.complete and not fill.stale:
+                await self._keep(key, fill)
+            else:
+                await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
+        finally:
+            # Only now: requests arriving while the entry was committed joined the fill.
+            if self._fills.get(key) is fill:
+                del self._fills[key]
+            fill.close()
+
+    async def _keep(self, key: str, fill: Fill) -> None:
+        try:
+            path = await asyncio.to_thread(self._disk.commit, fill.info, fill.temp)
+        except OSError as exc:
+            log.error("cache: could not keep %r: %s", key, exc)
+            await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
+            return
+        entry = Entry(fill.info, path, time.time(), checked_at=time.monotonic())
+        if fill.stale:  # written through this process while we committed
+            self._remove_files(entry)
+            return
+        self._drop(key)
+        self._add(entry)
+
+    def _release_fill(self, fill: Fill, fd: int) -> None:
+        fill.close_reader(fd)
+        idle = fill.readers == 0 and not fill.ended
+        if idle and not self._cfg.fill_on_disconnect and fill.task is not None:
+            fill.task.cancel()
+
+    # ---- bound, timers, retirement ------------------------------------------
+
+    async def _make_room(self, size: int) -> bool:
+        """Evict LRU entries until a fill of ``size`` bytes fits; False if it cannot."""
+        if size > self._cfg.max_object_bytes:
+            return False
+        return await self._evict_until(size)
+
+    async def _evict_until(self, incoming: int) -> bool:
+        pending = sum(f.info.size - f.filled for f in self._fills.values())
+        reserved = sum(f.info.size for f in self._fills.values())
+        free = await asyncio.to_thread(self._disk.free_bytes) - pending
+
+        def fits() -> bool:
+            within_bound = self._used + reserved + incoming <= self._cfg.max_bytes
+            return within_bound and free - incoming >= self._cfg.min_free_bytes
+
+        while not fits() and self._entries:
+            oldest = next(iter(self._entries.values()))
+            free += oldest.info.size if oldest.readers == 0 else 0
+            log.info("cache: evicting %r (%d bytes)", oldest.info.key, oldest.info.size)
+            self._drop(oldest.info.key)
+        return fits()
+
+    def _add(self, entry: Entry) -> None:
+        key = entry.info.key
+        self._entries[key] = entry
+        self._used += entry.info.size
+        idle = time.time() - entry.last_access
+        self._arm_timer(entry, max(0.0, self._cfg.idle_ttl - idle))
+
+    def _arm_timer(self, entry: Entry, delay: float) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_later(delay, self._expire, entry)
+
+    def _expire(self, entry: Entry) -> None:
+        if self._entries.get(entry.info.key) is entry:
+            log.info("cache: %r idle for %ss, dropped", entry.info.key, self._cfg.idle_ttl)
+            self._drop(entry.info.key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+        self._used -= entry.info.size
+        entry.retired = True
+        if entry.readers == 0:
+            self._remove_files(entry)
+
+    def _release(self, entry: Entry) -> None:
+        entry.readers -= 1
+        if entry.retired and entry.readers == 0:
+            self._remove_files(entry)
+
+    def _remove_files(self, entry: Entry) -> None:
+        self._spawn(asyncio.to_thread(self._disk.remove, entry.info.key, entry.path))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _far_ahead(hint: RangeSpec | None, filled: int) -> bool:
+    """Whether a range should go straight to the backend instead of following a fill."""
+    if hint is None:
+        return False
+    return hint.start is None or hint.start > filled + READAHEAD
+
+
+def _labelled(reader: ObjectReader) -> ObjectReader:
+    reader.cache_status = "MISS"
+    return reader
+
+
+class _HitReader:
+    cache_status = "HIT"
+
+    def __init__(self, store: CachingStore, entry: Entry) -> None:
+        self._store = store
+        self._entry = entry
+        self.info = entry.info
+        self.local_path: Path | None = entry.path
+        entry.readers += 1
+
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        return read_file(self._entry.path, byte_range or ByteRange(0, self.info.size))
+
+    async def aclose(self) -> None:
+        self._store._release(self._entry)
+
+
+class _FillReader:
+    """Reads an object that is being filled: from the temp file as it grows, or,
+    for a range far ahead of it, from the backend directly."""
+
+    cache_status = "MISS"
+    local_path = None
+
+    def __init__(self, store: CachingStore, fill: Fill, direct: ObjectReader | None) -> None:
+        self._store = store
+        self._fill = fill
+        self._direct = direct
+        self.info = fill.info
+        # Our own descriptor, taken now: the fill may close its own at any await.
+        self._fd = fill.open_reader()
+
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        wanted = byte_range or ByteRange(0, self.info.size)
+        if wanted.start > self._fill.filled + READAHEAD and not self._fill.complete:
+            source = self._direct or self._fill.source
+            return await source.stream(byte_range)
+        return read_following(self._fill, self._fd, wanted)
+
+    async def aclose(self) -> None:
+        if self._direct is not None:
+            await self._direct.aclose()
+        self._store._release_fill(self._fill, self._fd)
