@@ -6,6 +6,8 @@ that started it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import socket
@@ -13,14 +15,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web_app
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import AppRunner
 from botocore.config import Config as BotoConfig
+from multidict import CIMultiDict
 
 from vidproxy.app import create_app
 from vidproxy.config import Config, load_config
@@ -42,7 +49,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -66,6 +75,16 @@ def aws_env() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def forget_finished_apps() -> Iterator[None]:
+    """aiohttp memoises middleware chains in a module-level LRU of 1024 entries,
+    which keeps every Application, and through it each S3 client, alive: ~12 MB
+    per started vidproxy and seconds of teardown at exit. Production starts one
+    app; a test run starts hundreds, so forget them after each test."""
+    yield
+    web_app._cached_build_middleware.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +150,19 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
     return make
 
 
+class RunAppServer(TestServer):
+    """A TestServer that handles requests as ``web.run_app`` does in production.
+
+    aiohttp's TestServer turns ``handler_cancellation`` on; ``run_app`` leaves it
+    off, so a client that hangs up does not cancel the handler (an ffmpeg upload
+    that sent its whole body and closed must still be stored).
+    """
+
+    async def _make_runner(self, **kwargs: Any) -> AppRunner:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
 @pytest.fixture
 async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
@@ -138,7 +170,7 @@ async def start_vidproxy(
     """Start vidproxy on a real loopback socket; returns an aiohttp TestClient."""
 
     async def start(config: Config) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(config))
+        return await aiohttp_client(RunAppServer(create_app(config)))
 
     return start
 
@@ -149,3 +181,147 @@ async def client(
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """vidproxy on each backend in turn (fs, then s3 against moto)."""
     yield await start_vidproxy(make_config(backend))
+
+
+# ---- helpers for what aiohttp's client will not do --------------------------
+
+# Upper bound for a poll that waits on something vidproxy finishes after it answered
+# (or after the client left): an abort reaching S3, a temp file removed.
+POLL_TIMEOUT = 5.0
+POLL_INTERVAL = 0.05
+# A raw client gives up on an answer after this long instead of hanging the suite.
+RESPONSE_TIMEOUT = 10.0
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RawConnection:
+    """One HTTP/1.1 connection written byte by byte: for requests aiohttp's client
+    would fix up (no length at all, short bodies) and for clients that hang up."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def send_head(self, method: str, target: str, headers: dict[str, str]) -> None:
+        lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        await self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    async def send(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def shutdown_write(self) -> None:
+        """Half-close: send FIN now, as a client whose body ran out would."""
+        self._writer.write_eof()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+    async def response(self, *, head: bool = False) -> RawResponse:
+        """The next final response (interim 1xx ones are skipped)."""
+        async with asyncio.timeout(RESPONSE_TIMEOUT):
+            while True:
+                status, headers = await self.read_head()
+                if status >= 200:
+                    break
+            if head or status in (204, 304):
+                return RawResponse(status, headers, b"")
+            length = headers.get("Content-Length")
+            if length is not None:
+                body = await self._reader.readexactly(int(length))
+            else:
+                body = await self._reader.read()
+        return RawResponse(status, headers, body)
+
+    async def read_head(self) -> tuple[int, CIMultiDict[str]]:
+        """The status and headers of the next response, interim ones included."""
+        async with asyncio.timeout(RESPONSE_TIMEOUT):
+            raw = await self._reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = raw.decode("latin-1").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in filter(None, lines):
+            name, _, value = line.partition(":")
+            headers.add(name.strip(), value.strip())
+        return int(status_line.split()[1]), headers
+
+
+Connect = Callable[[TestClient[Any, Any]], Awaitable[RawConnection]]
+
+
+@pytest.fixture
+async def raw_connect() -> AsyncIterator[Connect]:
+    """Open raw connections to a started vidproxy; all are closed at teardown."""
+    opened: list[RawConnection] = []
+
+    async def connect(client: TestClient[Any, Any]) -> RawConnection:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        connection = RawConnection(reader, writer)
+        opened.append(connection)
+        return connection
+
+    yield connect
+    for connection in opened:
+        await connection.close()
+
+
+def chunked(body: bytes, piece: int = 64 * 1024) -> bytes:
+    """``body`` in HTTP/1.1 chunked coding, terminator included."""
+    out = bytearray()
+    for start in range(0, len(body), piece):
+        chunk = body[start : start + piece]
+        out += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    return bytes(out + b"0\r\n\r\n")
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Awaitable[None]]:
+    """Poll an async condition until it holds; fail after ``within`` seconds."""
+
+    async def wait(
+        condition: Callable[[], Awaitable[bool]], what: str, within: float = POLL_TIMEOUT
+    ) -> None:
+        deadline = time.monotonic() + within
+        while not await condition():
+            if time.monotonic() > deadline:
+                pytest.fail(f"not within {within}s: {what}")
+            await asyncio.sleep(POLL_INTERVAL)
+
+    return wait
+
+
+@pytest.fixture
+def pending_uploads(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], Awaitable[list[str]]]:
+    """What the backend holds of unfinished uploads: S3 multipart uploads in the
+    test bucket (asked of moto over HTTP), or the fs store's temp files."""
+    if backend == "s3":
+        s3_client = request.getfixturevalue("s3")
+        bucket_name = request.getfixturevalue("bucket")
+
+        def list_s3() -> list[str]:
+            response = s3_client.list_multipart_uploads(Bucket=bucket_name)
+            return [upload["Key"] for upload in response.get("Uploads", [])]
+
+        async def in_s3() -> list[str]:
+            return await asyncio.to_thread(list_s3)
+
+        return in_s3
+    tmp_dir = tmp_path / "data" / "tmp"
+
+    async def in_fs() -> list[str]:
+        return [p.name for p in tmp_dir.iterdir()] if tmp_dir.is_dir() else []
+
+    return in_fs

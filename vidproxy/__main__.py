@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
+from . import server
 from .app import create_app
+from .auth import Authorizer
 from .config import Config, ConfigError, load_config
+from .errors import VidproxyError
+from .handlers.sign import DEFAULT_TTL_SECONDS, SIGNABLE_METHODS
+from .keys import validate_key
+from .logs import configure_logging
 
 DEFAULT_CONFIG = Path("config.toml")
 log = logging.getLogger("vidproxy")
@@ -23,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")
     serve.add_argument("--host", help="address to bind (server.host)")
     serve.add_argument("--port", type=int, help="port to bind (server.port)")
+    sign = commands.add_parser("sign", help="print a signed URL path for KEY")
+    sign.add_argument("key")
+    sign.add_argument("--method", default="GET", choices=sorted(SIGNABLE_METHODS))
+    sign.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds (3600)")
+    sign.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")
+    sign.add_argument("--url", default="", help="base URL to prefix, e.g. https://videos.example")
     return parser
 
 
@@ -30,25 +42,45 @@ def config_from_args(args: argparse.Namespace) -> Config:
     path = args.config
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
-    flags = {name: getattr(args, name) for name in ("host", "port")}
+    flags = {name: getattr(args, name, None) for name in ("host", "port")}
     server = {k: v for k, v in flags.items() if v is not None}
     return load_config(path, overrides={"server": server} if server else None)
 
 
 def serve(config: Config) -> None:
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.server)
     where = config.s3.bucket if config.backend == "s3" else config.fs.dir
     log.info("vidproxy storing in %s (%s)", where, config.backend)
-    web.run_app(
-        create_app(config),
-        host=config.server.host,
-        port=config.server.port,
-        access_log_format='%a "%r" %s %b %Tf',
-        print=lambda message: log.info(message.strip().splitlines()[0]),
+    warn_if_exposed(config)
+    asyncio.run(server.serve(create_app(config), config))
+
+
+def warn_if_exposed(config: Config) -> None:
+    if config.auth.write_tokens or _is_loopback(config.server.host):
+        return
+    log.warning(
+        "!!! listening on %s with no auth.write_tokens: anyone who can reach this "
+        "port can upload, overwrite and delete videos !!!",
+        config.server.host,
     )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def print_signed_url(config: Config, args: argparse.Namespace) -> int:
+    authorizer = Authorizer.from_config(config.auth)
+    if not authorizer.signing_key:
+        print("vidproxy: auth.signing_key is not set", file=sys.stderr)
+        return 2
+    key = validate_key(args.key)
+    path, _ = authorizer.signed_path(args.method, key, args.ttl)
+    print(args.url.rstrip("/") + path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"vidproxy: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "sign":
+            return print_signed_url(config, args)
+    except VidproxyError as exc:
+        print(f"vidproxy: {exc.message}", file=sys.stderr)
         return 2
     serve(config)
     return 0

@@ -1,4 +1,4 @@
-"""The application factory: resources in ``cleanup_ctx``, routes, error middleware."""
+"""The application factory: resources in ``cleanup_ctx``, routes, middlewares."""
 
 from __future__ import annotations
 
@@ -7,23 +7,30 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 from aiohttp import web
 
-from .appkeys import CONFIG, STORE
+from .appkeys import AUTH, CONFIG, IN_FLIGHT, STORE, UPLOADS
+from .auth import Authorizer
 from .cache import open_caching_store
 from .config import Config
 from .errors import error_middleware
-from .handlers import health, videos
+from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
+from .handlers import health, sign, videos
+from .limits import InFlight, UploadSlots
 from .storage.base import Store
 from .storage.fs import open_fs_store
 from .storage.s3 import open_s3_store
 
 # `.+` would stop at a newline and let the router answer 404; the key
-# validator must see every key to answer 400 invalid_key.
-KEY = r"{key:[\s\S]+}"
+# validator must see every key, the empty one included, to answer 400 invalid_key.
+KEY = r"{key:[\s\S]*}"
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    # The error middleware is outermost, so refusals from the others are JSON too.
+    app = web.Application(middlewares=[error_middleware, in_flight_middleware, auth_middleware])
     app[CONFIG] = config
+    app[AUTH] = Authorizer.from_config(config.auth)
+    app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
+    app[IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_store_context)
     _add_routes(app)
     return app
@@ -46,14 +53,17 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/videos", videos.list_videos)
-    app.router.add_post("/videos", videos.create_video)
-    app.router.add_get(f"/videos/{KEY}", videos.get_video)
-    app.router.add_put(f"/videos/{KEY}", videos.put_video)
-    app.router.add_delete(f"/videos/{KEY}", videos.delete_video)
+    router = app.router
+    upload = {"expect_handler": upload_expect_handler}
+    router.add_get("/healthz", health.healthz)
+    router.add_get("/readyz", health.readyz)
+    router.add_get("/videos", videos.list_videos)
+    router.add_post("/videos", videos.create_video, **upload)
+    router.add_get(f"/videos/{KEY}", videos.get_video)
+    router.add_put(f"/videos/{KEY}", videos.put_video, **upload)
+    router.add_delete(f"/videos/{KEY}", videos.delete_video)
+    router.add_post("/sign", sign.sign)
     # Aliases kept for clients written against the original gin API.
-    app.router.add_post("/upload", videos.create_video)
-    app.router.add_post(f"/upload/{KEY}", videos.put_video)
-    app.router.add_get(f"/download/{KEY}", videos.get_video)
+    router.add_post("/upload", videos.create_video, **upload)
+    router.add_post(f"/upload/{KEY}", videos.put_video, **upload)
+    router.add_get(f"/download/{KEY}", videos.get_video)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .auth import Authorizer
 from .config import Config
+from .limits import InFlight, UploadSlots
 from .storage.base import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
+AUTH = web.AppKey("auth", Authorizer)
+UPLOADS = web.AppKey("uploads", UploadSlots)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -8,7 +8,14 @@ import re
 
 from aiohttp import web
 
-from .errors import BadRequest, ChecksumMismatch, IncompleteBody, LengthRequired, TooLarge
+from .errors import (
+    BadRequest,
+    ChecksumMismatch,
+    IncompleteBody,
+    LengthRequired,
+    RequestTimeout,
+    TooLarge,
+)
 from .units import MiB
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -20,9 +27,10 @@ _THREAD_HASH_BYTES = 1 * MiB
 class RequestBody:
     """Implements ``storage.base.UploadSource`` over an aiohttp request."""
 
-    def __init__(self, request: web.Request, max_bytes: int) -> None:
+    def __init__(self, request: web.Request, max_bytes: int, read_timeout: float) -> None:
         self._content = request.content
         self._max_bytes = max_bytes
+        self._read_timeout = read_timeout
         self.content_length = _declared_length(request)
         self.expected_sha256 = _expected_sha256(request)
         if self.content_length is not None and self.content_length > max_bytes:
@@ -55,7 +63,7 @@ class RequestBody:
             pieces.append(chunk)
             got += len(chunk)
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._hash(data)
+        await self._hash(data)
         if at_end and self._digest is None:
             await self._finish()
         return data
@@ -67,9 +75,12 @@ class RequestBody:
 
     async def _read_some(self, n: int) -> bytes:
         try:
-            chunk = await self._content.read(n)
+            async with asyncio.timeout(self._read_timeout):
+                chunk = await self._content.read(n)
         except ConnectionResetError:
             chunk = self._salvage_complete_body()
+        except TimeoutError:
+            raise RequestTimeout(f"no body bytes for {self._read_timeout:g} s") from None
         self._received += len(chunk)
         if self._received > self._max_bytes:
             raise TooLarge(f"the body is larger than the {self._max_bytes}-byte limit")
@@ -85,18 +96,16 @@ class RequestBody:
         self._content._exception = None  # type: ignore[attr-defined]
         return self._content.read_nowait()
 
-    def _hash(self, data: bytes) -> None:
-        if len(data) < _THREAD_HASH_BYTES and self._hashing is None:
+    async def _hash(self, data: bytes) -> None:
+        # At most one piece waits for the hasher: it overlaps with reading the
+        # next piece, and hashing cannot fall behind by more than that.
+        if self._hashing is not None:
+            await self._hashing
+            self._hashing = None
+        if len(data) < _THREAD_HASH_BYTES:
             self._hasher.update(data)
-            return
-        previous = self._hashing
-
-        async def update_in_order() -> None:
-            if previous is not None:
-                await previous
-            await asyncio.to_thread(self._hasher.update, data)
-
-        self._hashing = asyncio.ensure_future(update_in_order())
+        else:
+            self._hashing = asyncio.ensure_future(asyncio.to_thread(self._hasher.update, data))
 
     async def _finish(self) -> None:
         if self._hashing is not None:

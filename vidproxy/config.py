@@ -69,7 +69,14 @@ class ServerConfig:
     port: int = 8080
     # Enforced by counting: aiohttp's client_max_size does not cover streamed bodies.
     max_upload_bytes: Size = 100 * GiB
+    # aiohttp has no body read deadline: a read that waits longer than this fails (408).
+    body_timeout: float = 60.0
+    # 503 with Retry-After past this many uploads at once, so memory stays bounded.
+    max_concurrent_uploads: int = 64
+    # On SIGTERM: how long in-flight requests may run before they are cancelled.
+    shutdown_timeout: float = 30.0
     log_level: str = "info"
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,27 @@ class S3Config:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
+    # Multipart uploads older than this are aborted (at start, then periodically); 0 = never.
+    abort_stale_uploads_after: float = 86400.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # Empty: writes (reads) are open. A write token also grants reads.
+    write_tokens: tuple[str, ...] = ()
+    read_tokens: tuple[str, ...] = ()
+    signing_key: str = ""
+    # Files holding the same (tokens one per line), so secrets stay out of config and env.
+    write_tokens_file: str = ""
+    read_tokens_file: str = ""
+    signing_key_file: str = ""
+
+    def __repr__(self) -> str:
+        # Secrets never reach a log line, even through a debug print of the config.
+        return (
+            f"AuthConfig(write_tokens=<{len(self.write_tokens)}>, "
+            f"read_tokens=<{len(self.read_tokens)}>, signing_key=<{bool(self.signing_key)}>)"
+        )
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,7 @@ class Config:
     fs: FsConfig = field(default_factory=FsConfig)
     s3: S3Config = field(default_factory=S3Config)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def backend(self) -> str:
@@ -125,6 +154,7 @@ _CHOICES = {
     ("s3", "checksum_mode"): {"when_required", "when_supported"},
     ("s3", "addressing_style"): {"auto", "path", "virtual"},
     ("server", "log_level"): {"debug", "info", "warning", "error"},
+    ("server", "log_format"): {"text", "json"},
 }
 
 
@@ -142,7 +172,7 @@ def load_config(
         _merge(layers, {k: dict(v) for k, v in overrides.items()})
     config = _build(layers)
     _validate(config)
-    return config
+    return dataclasses.replace(config, auth=_read_secret_files(config.auth))
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
@@ -214,7 +244,14 @@ def _convert(kind: Any, raw: Any) -> Any:
     if kind in (int, float):
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise ValueError(f"expected a number, got {raw!r}")
+        if kind is int and isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(f"expected a whole number, got {raw!r}")
         return kind(raw)
+    if kind == tuple[str, ...]:
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError("expected a list of strings")
+        return tuple(item.strip() for item in items if item.strip())
     if kind is str:
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {raw!r}")
@@ -246,9 +283,37 @@ def _validate(config: Config) -> None:
         ("s3.upload_concurrency", s3.upload_concurrency >= 1, "must be at least 1"),
         ("s3.max_pool_connections", s3.max_pool_connections >= 1, "must be at least 1"),
         ("s3.max_attempts", s3.max_attempts >= 1, "must be at least 1"),
+        ("s3.connect_timeout", s3.connect_timeout > 0, "must be positive"),
+        ("s3.read_timeout", s3.read_timeout > 0, "must be positive"),
+        ("server.body_timeout", config.server.body_timeout > 0, "must be positive"),
+        ("server.shutdown_timeout", config.server.shutdown_timeout >= 0, "must not be negative"),
+        (
+            "server.max_concurrent_uploads",
+            config.server.max_concurrent_uploads >= 1,
+            "must be at least 1",
+        ),
+        ("s3.abort_stale_uploads_after", s3.abort_stale_uploads_after >= 0, "must not be negative"),
         ("cache.idle_ttl", config.cache.idle_ttl > 0, "must be positive"),
         ("cache.revalidate_after", config.cache.revalidate_after >= -1, "must be -1 or more"),
     ]
     for name, ok, message in checks:
         if not ok:
             raise ConfigError(f"{name}: {message}")
+
+
+def _read_secret_files(auth: AuthConfig) -> AuthConfig:
+    """Fill tokens and the signing key from their ``*_file`` settings."""
+    changes: dict[str, Any] = {}
+    for name in ("write_tokens", "read_tokens", "signing_key"):
+        path = getattr(auth, f"{name}_file")
+        if not path:
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"auth.{name}_file: cannot read {path}: {exc.strerror or exc}"
+            ) from None
+        lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+        changes[name] = lines if name.endswith("tokens") else "".join(lines)
+    return dataclasses.replace(auth, **changes) if changes else auth

@@ -5,7 +5,10 @@
     │   ├── InvalidKey             400 invalid_key
     │   ├── ChecksumMismatch       400 checksum_mismatch
     │   └── IncompleteBody         400 incomplete_body
+    ├── Unauthorized               401 unauthorized: credentials needed
+    ├── Forbidden                  403 forbidden: wrong token, bad or expired signature
     ├── NotFound                   404 not_found
+    ├── RequestTimeout             408 request_timeout: the body stalled
     ├── LengthRequired             411 length_required
     ├── PreconditionFailed         412 precondition_failed
     ├── TooLarge                   413 too_large
@@ -59,6 +62,24 @@ class ChecksumMismatch(BadRequest):
 
 class IncompleteBody(BadRequest):
     code = "incomplete_body"
+
+
+class Unauthorized(VidproxyError):
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="vidproxy"'}
+
+
+class Forbidden(VidproxyError):
+    status = 403
+    code = "forbidden"
+
+
+class RequestTimeout(VidproxyError):
+    status = 408
+    code = "request_timeout"
 
 
 class NotFound(VidproxyError):

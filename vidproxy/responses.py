@@ -8,6 +8,7 @@ so cold (S3) and warm (disk) answers match header for header.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
@@ -119,7 +120,9 @@ async def _prepare_file(
     if plan.range is not None:
         request_headers[hdrs.RANGE] = _range_header(plan.range)
     # Prepared here, while the reader still holds the file, not after we return.
-    await response.prepare(request.clone(headers=request_headers))
+    # Players drop ranged requests all the time while seeking.
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request.clone(headers=request_headers))
     return response
 
 

@@ -87,8 +87,14 @@ class CacheDir:
         data_path = meta_path.with_name(temp.name)
         os.replace(temp, data_path)
         meta = {**_info_to_json(info), "data": data_path.name}
-        write_atomically(meta_path, json.dumps(meta).encode())
-        sync_dir(meta_path.parent)
+        try:
+            write_atomically(meta_path, json.dumps(meta).encode())
+            sync_dir(meta_path.parent)
+        except OSError:
+            # No entry names the data (a full disk, typically): it would hold its
+            # space, uncounted, until the next start.
+            data_path.unlink(missing_ok=True)
+            raise
         return data_path
 
     def remove(self, key: str, data_path: Path) -> None:

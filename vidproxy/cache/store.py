@@ -101,9 +101,11 @@ class CachingStore:
 
     # ---- Store: writes pass through and drop the entry --------------------
 
-    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+    async def put(
+        self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
+    ) -> StoredObject:
         try:
-            return await self._inner.put(key, source, content_type)
+            return await self._inner.put(key, source, content_type, create_only=create_only)
         finally:
             self.invalidate(key)
 
@@ -199,6 +201,10 @@ class CachingStore:
                 log.error("cache: cannot start a fill of %r: %s", key, exc)
                 return _labelled(direct or full)
             fill.stale = self._writes != writes_before
+            if fill.stale:
+                # Written while we opened it: this reader may have the old bytes it
+                # asked for first, but no request after the write may join them.
+                del self._fills[key]
             return _FillReader(self, fill, direct)
         finally:
             del self._starting[key]

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE
+from ..appkeys import CONFIG, STORE, UPLOADS
 from ..body import RequestBody
 from ..conditions import parse_range
 from ..errors import BadRequest
@@ -33,15 +33,32 @@ async def put_video(request: web.Request) -> web.Response:
 
 
 async def _store_body(request: web.Request, key: str) -> web.Response:
-    body = RequestBody(request, request.app[CONFIG].server.max_upload_bytes)
-    header = request.headers.get("Content-Type")
-    if header or guess_from_key(key):
-        content_type = choose_content_type(header, key, b"")
-    else:
-        content_type = choose_content_type(None, key, await body.peek(SNIFF_BYTES))
-    stored = await request.app[STORE].put(key, body, content_type)
+    server = request.app[CONFIG].server
+    with request.app[UPLOADS].hold():
+        body = RequestBody(request, server.max_upload_bytes, server.body_timeout)
+        content_type = await _content_type(request, key, body)
+        stored = await request.app[STORE].put(
+            key, body, content_type, create_only=_create_only(request)
+        )
     location = "/videos/" + quote(key, safe="/")
     return web.json_response(stored.to_json(), status=201, headers={"Location": location})
+
+
+async def _content_type(request: web.Request, key: str, body: RequestBody) -> str:
+    header = request.headers.get("Content-Type")
+    if header or guess_from_key(key):
+        return choose_content_type(header, key, b"")
+    return choose_content_type(None, key, await body.peek(SNIFF_BYTES))
+
+
+def _create_only(request: web.Request) -> bool:
+    """``If-None-Match: *`` makes a PUT create-only (412 if the key exists)."""
+    value = request.headers.get("If-None-Match")
+    if value is None:
+        return False
+    if value.strip() != "*":
+        raise BadRequest("a write accepts only If-None-Match: *", code="invalid_precondition")
+    return True
 
 
 async def get_video(request: web.Request) -> web.StreamResponse:
@@ -74,6 +91,6 @@ async def list_videos(request: web.Request) -> web.Response:
 def _parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIST_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}", code="invalid_query")
     return int(value)

@@ -109,7 +109,12 @@ class Store(Protocol):
         With ``head=True`` only metadata is needed. Raises ``NotFound``."""
         ...
 
-    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject: ...
+    async def put(
+        self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
+    ) -> StoredObject:
+        """Store the body under ``key``. With ``create_only``, raise
+        ``PreconditionFailed`` instead of replacing an existing object."""
+        ...
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""

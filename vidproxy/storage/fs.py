@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from typing import Any
 from ulid import ULID
 
 from ..conditions import ByteRange, RangeSpec
-from ..errors import NotFound, UpstreamUnavailable
+from ..errors import NotFound, PreconditionFailed, UpstreamUnavailable
 from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
@@ -55,6 +56,10 @@ class FsStore:
         self._tmp = root / "tmp"
         # One writer per key at a time keeps the version-file bookkeeping exact.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Data files with open readers, and those replaced or deleted meanwhile:
+        # a retired file is unlinked when its last reader closes.
+        self._readers: Counter[Path] = Counter()
+        self._retired: set[Path] = set()
 
     def prepare(self) -> None:
         """Create the directories and drop what a crash left behind."""
@@ -88,10 +93,36 @@ class FsStore:
         return meta
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> FsReader:
-        meta = await self._read_meta(key)
-        return FsReader(_info_from(meta), self._meta_path(key).with_name(meta["data"]))
+        # Under the key's lock, so no commit can unlink the version between our
+        # reading its metadata and counting ourselves as its reader.
+        async with self._lock(key):
+            meta = await self._read_meta(key)
+            path = self._meta_path(key).with_name(meta["data"])
+            self._readers[path] += 1
+        return FsReader(self, _info_from(meta), path)
 
-    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+    async def _release(self, path: Path) -> None:
+        self._readers[path] -= 1
+        if self._readers[path] == 0:
+            del self._readers[path]
+            if path in self._retired:
+                self._retired.discard(path)
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def _retire(self, path: Path | None) -> None:
+        """Unlink a replaced or deleted version now, or once its readers are done."""
+        if path is None:
+            return
+        if self._readers[path] > 0:
+            self._retired.add(path)
+        else:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def put(
+        self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
+    ) -> StoredObject:
+        if create_only and await asyncio.to_thread(_load_meta, self._meta_path(key)):
+            raise PreconditionFailed("a video already exists under that key")
         version = f"{key_digest(key)}.{ULID()}"
         tmp_path = self._tmp / version
         try:
@@ -107,7 +138,8 @@ class FsStore:
                 "data": version,
             }
             async with self._lock(key):
-                await asyncio.to_thread(self._commit, key, tmp_path, meta)
+                old = await asyncio.to_thread(self._commit, key, tmp_path, meta, create_only)
+                await self._retire(old)
         finally:
             await asyncio.to_thread(tmp_path.unlink, missing_ok=True)
         return StoredObject(key, size, meta["etag"], content_type, sha256)
@@ -121,28 +153,33 @@ class FsStore:
             await asyncio.to_thread(_flush_and_sync, out)
         return size
 
-    def _commit(self, key: str, tmp_path: Path, meta: dict[str, Any]) -> None:
+    def _commit(
+        self, key: str, tmp_path: Path, meta: dict[str, Any], create_only: bool
+    ) -> Path | None:
+        """Make ``meta`` the key's version; returns the replaced data file, if any."""
         meta_path = self._meta_path(key)
         meta_path.parent.mkdir(exist_ok=True)
         old = _load_meta(meta_path)
+        if create_only and old is not None:
+            raise PreconditionFailed("a video already exists under that key")
         os.replace(tmp_path, meta_path.with_name(meta["data"]))
         _write_atomically(meta_path, json.dumps(meta).encode())
         _sync_dir(meta_path.parent)
-        if old is not None:
-            meta_path.with_name(old["data"]).unlink(missing_ok=True)
+        return None if old is None else meta_path.with_name(old["data"])
 
     async def delete(self, key: str) -> None:
         async with self._lock(key):
-            await asyncio.to_thread(self._remove, key)
+            await self._retire(await asyncio.to_thread(self._remove, key))
 
-    def _remove(self, key: str) -> None:
+    def _remove(self, key: str) -> Path | None:
+        """Drop the key's metadata; returns its data file, if it had one."""
         meta_path = self._meta_path(key)
         meta = _load_meta(meta_path)
         if meta is None or meta["key"] != key:
-            return
+            return None
         meta_path.unlink(missing_ok=True)
         _sync_dir(meta_path.parent)
-        meta_path.with_name(meta["data"]).unlink(missing_ok=True)
+        return meta_path.with_name(meta["data"])
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
         return await asyncio.to_thread(self._list, prefix, after, limit)
@@ -166,7 +203,9 @@ class FsStore:
 class FsReader:
     cache_status: str | None = None
 
-    def __init__(self, info: ObjectInfo, path: Path) -> None:
+    def __init__(self, store: FsStore, info: ObjectInfo, path: Path) -> None:
+        self._store = store
+        self._open = True
         self.info = info
         self.local_path: Path | None = path
 
@@ -174,7 +213,9 @@ class FsReader:
         return _read_file(self.local_path, byte_range or ByteRange(0, self.info.size))
 
     async def aclose(self) -> None:
-        pass
+        if self._open and self.local_path is not None:
+            self._open = False
+            await self._store._release(self.local_path)
 
 
 async def _read_file(path: Path | None, byte_range: ByteRange) -> AsyncIterator[bytes]:

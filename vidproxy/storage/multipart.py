@@ -5,8 +5,9 @@ leaves no object and no orphaned parts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -14,13 +15,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
+Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
 class MultipartUpload:
     def __init__(
-        self, client: Any, bucket: str, key: str, concurrency: int, errors: ErrorMapper
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        concurrency: int,
+        errors: ErrorMapper,
+        spawn: Spawner,
     ) -> None:
         self._client = client
+        self._spawn = spawn
         self._bucket = bucket
         self._key = key
         self._errors = errors
@@ -30,11 +39,22 @@ class MultipartUpload:
         self.size = 0
 
     async def start(self, **params: Any) -> None:
+        creating = asyncio.ensure_future(self._create(params))
+        try:
+            self._upload_id = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # S3 creates the upload whether or not we wait: learn its id so that
+            # __aexit__ aborts it instead of leaving orphaned parts behind.
+            with contextlib.suppress(Exception):
+                self._upload_id = await creating
+            raise
+
+    async def _create(self, params: dict[str, Any]) -> str:
         async with self._errors("CreateMultipartUpload"):
             response = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, **params
             )
-        self._upload_id = response["UploadId"]
+        return str(response["UploadId"])
 
     async def add_part(self, data: bytes) -> None:
         """Start uploading the next part; returns once a slot is free, so at most
@@ -64,7 +84,7 @@ class MultipartUpload:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def complete(self) -> str:
+    async def complete(self, **conditions: str) -> str:
         parts = await asyncio.gather(*self._tasks)
         async with self._errors("CompleteMultipartUpload"):
             response = await self._client.complete_multipart_upload(
@@ -72,6 +92,7 @@ class MultipartUpload:
                 Key=self._key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": list(parts)},
+                **conditions,
             )
         self._upload_id = None
         return str(response["ETag"])
@@ -90,8 +111,9 @@ class MultipartUpload:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Shielded: the abort must reach S3 even when we got here by cancellation.
-        await asyncio.shield(self._abort(self._upload_id))
+        # Shielded and owned by the store: the abort must reach S3 even when we
+        # got here by cancellation, and shutdown waits for it.
+        await asyncio.shield(self._spawn(self._abort(self._upload_id)))
         self._upload_id = None
 
     async def _abort(self, upload_id: str) -> None:

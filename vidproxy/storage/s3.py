@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
 from .multipart import MultipartUpload
 from .parts import MAX_PARTS, PartPlan
+from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def _from_client_error(exc: ClientError, operation: str) -> Exception:
 
 @asynccontextmanager
 async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
+    session = get_session()
     client_config = AioConfig(
         s3={"addressing_style": cfg.addressing_style},
         max_pool_connections=cfg.max_pool_connections,
@@ -83,18 +86,27 @@ async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
         request_checksum_calculation=cfg.checksum_mode,
         response_checksum_validation="when_required",
     )
-    async with get_session().create_client(
+    async with session.create_client(
         "s3",
         endpoint_url=cfg.endpoint_url or None,
-        region_name=cfg.region or None,
+        region_name=_region(cfg, session.get_config_variable("region")),
         config=client_config,
     ) as client:
-        if client.meta.region_name is None:
-            log.info("no AWS region configured; signing for %s", DEFAULT_REGION)
         store = S3Store(client, cfg)
-        if cfg.create_bucket:
-            await store.create_bucket()
-        yield store
+        try:
+            if cfg.create_bucket:
+                await store.create_bucket()
+            if cfg.abort_stale_uploads_after > 0:
+                store.start_sweeper(cfg.abort_stale_uploads_after)
+            yield store
+        finally:
+            await store.close()
+
+
+def _region(cfg: S3Config, from_aws_chain: str | None) -> str:
+    # botocore's chain reads AWS_DEFAULT_REGION and profiles; AWS_REGION is what
+    # the newer SDKs and most operators set. S3 needs some region to sign.
+    return cfg.region or from_aws_chain or os.environ.get("AWS_REGION") or DEFAULT_REGION
 
 
 class S3Store:
@@ -104,19 +116,47 @@ class S3Store:
         self._client = client
         self._cfg = cfg
         self._bucket = cfg.bucket
+        self._background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start_sweeper(self, older_than: float) -> None:
+        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors)
+        self._sweeper = asyncio.ensure_future(sweep)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` beside requests; ``close`` waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def close(self) -> None:
+        """Let pending aborts reach S3 before the client closes; stop the sweeper."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def create_bucket(self) -> None:
         try:
-            async with s3_errors("CreateBucket"):
-                await self._client.create_bucket(Bucket=self._bucket)
-        except UpstreamError:
-            pass  # already there, or owned by us: either way usable
-        except UpstreamUnavailable:
+            await self._client.create_bucket(Bucket=self._bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                log.warning("could not create bucket %r: %s", self._bucket, code)
+        except _UNREACHABLE:
             log.warning("could not create bucket %r: storage unreachable", self._bucket)
 
     async def check_ready(self) -> None:
-        async with s3_errors("HeadBucket"):
-            await self._client.head_bucket(Bucket=self._bucket)
+        try:
+            async with s3_errors("HeadBucket"):
+                await self._client.head_bucket(Bucket=self._bucket)
+        except (NotFound, UpstreamError):
+            # HeadBucket has no body: a missing bucket is a bare 404, which must
+            # not reach /readyz as "no video under that key".
+            raise UpstreamUnavailable(
+                "the configured bucket is missing or not accessible"
+            ) from None
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
         if head:
@@ -149,16 +189,23 @@ class S3Store:
         first, last, size = (int(g) for g in match.groups())
         return response, ByteRange(first, last + 1), _info_from(key, response, size)
 
-    async def put(self, key: str, source: UploadSource, content_type: str) -> StoredObject:
+    async def put(
+        self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
+    ) -> StoredObject:
+        # S3 decides atomically at PutObject/Complete; this early look saves
+        # streaming a whole body only to be refused at the end.
+        if create_only and await self._exists(key):
+            raise PreconditionFailed("a video already exists under that key")
+        conditions = {"IfNoneMatch": "*"} if create_only else {}
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
         first = await source.read(plan.size_of(1))
         if len(first) < plan.size_of(1):
-            return await self._put_single(key, first, source, content_type)
+            return await self._put_single(key, first, source, content_type, conditions)
         metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
         upload = MultipartUpload(
-            self._client, self._bucket, key, self._cfg.upload_concurrency, s3_errors
+            self._client, self._bucket, key, self._cfg.upload_concurrency, s3_errors, self.spawn
         )
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
@@ -169,11 +216,35 @@ class S3Store:
                 data = await source.read(plan.size_of(min(number, MAX_PARTS)))
                 if data and number > MAX_PARTS:
                     raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
-            etag = await upload.complete()
+            etag = await upload.complete(**conditions)
+        etag = await self._etag_as_read(key, etag, upload.size)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
 
+    async def _etag_as_read(self, key: str, completed: str, size: int) -> str:
+        """The ETag that HEAD and GET will show, so the client's If-Match,
+        If-None-Match and If-Range work. AWS reports the multipart "md5-N" tag
+        everywhere; rclone answers Complete with it but HEAD/GET with the MD5."""
+        try:
+            info = await self.head(key)
+        except (NotFound, UpstreamError, UpstreamUnavailable):
+            return completed  # the upload is done; only the tag is in doubt
+        # Another writer may have replaced the key since: then keep our own tag.
+        return info.etag if info.size == size else completed
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            await self.head(key)
+        except NotFound:
+            return False
+        return True
+
     async def _put_single(
-        self, key: str, data: bytes, source: UploadSource, content_type: str
+        self,
+        key: str,
+        data: bytes,
+        source: UploadSource,
+        content_type: str,
+        conditions: dict[str, str],
     ) -> StoredObject:
         sha256 = source.sha256()
         async with s3_errors("PutObject"):
@@ -183,6 +254,7 @@ class S3Store:
                 Body=data,
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
+                **conditions,
             )
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 

@@ -1,0 +1,73 @@
+"""What runs before a handler: in-flight counting, access control, and the
+early answer to ``Expect: 100-continue``.
+
+aiohttp sends ``100 Continue`` from the route's expect handler, before any
+middleware runs, so the upload routes get ``upload_expect_handler``: it
+refuses a request that is unauthorised, too large or over the upload limit
+before the client sends a byte of its body. The middleware checks access
+again for every request, Expect or not.
+"""
+
+from __future__ import annotations
+
+from aiohttp import HttpVersion11, hdrs, web
+
+from .appkeys import AUTH, CONFIG, IN_FLIGHT, UPLOADS
+from .auth import access_for
+from .errors import Handler, TooLarge, VidproxyError, error_response
+from .keys import validate_key
+
+# Routes anyone may call: probes, metrics, the page and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json"})
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.enter()
+    try:
+        return await handler(request)
+    finally:
+        in_flight.leave()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    authorize(request)
+    return await handler(request)
+
+
+def authorize(request: web.Request) -> None:
+    if request.path in PUBLIC_PATHS:
+        return
+    key = request.match_info.get("key")
+    request.app[AUTH].check(request, access_for(request.method), key)
+
+
+async def upload_expect_handler(request: web.Request) -> web.StreamResponse | None:
+    try:
+        authorize(request)
+        if "key" in request.match_info:
+            validate_key(request.match_info["key"])
+        _check_declared_length(request)
+        request.app[UPLOADS].check_free()
+    except VidproxyError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers())
+    return await _send_continue(request)
+
+
+async def _send_continue(request: web.Request) -> web.StreamResponse | None:
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return error_response(417, "expectation_failed", "only Expect: 100-continue is supported")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response
+    return None
+
+
+def _check_declared_length(request: web.Request) -> None:
+    limit = request.app[CONFIG].server.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"the body is larger than the {limit}-byte limit")

@@ -1,0 +1,48 @@
+"""POST /sign: hand out a signed URL, for players and uploaders that cannot send headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import AUTH
+from ..errors import BadRequest
+from ..keys import validate_key
+
+SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+MAX_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_TTL_SECONDS = 3600
+
+
+async def sign(request: web.Request) -> web.Response:
+    """Body ``{"key", "method" (GET), "ttl" (3600)}``; answers ``{"url", "expires"}``."""
+    key, method, ttl = _parse(await _json_body(request))
+    authorizer = request.app[AUTH]
+    if not authorizer.signing_key:
+        raise BadRequest("auth.signing_key is not set", code="signing_disabled")
+    path, expires = authorizer.signed_path(method, key, ttl)
+    return web.json_response({"url": path, "expires": expires, "method": method})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BadRequest("the body must be a JSON object", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    return data
+
+
+def _parse(data: dict[str, Any]) -> tuple[str, str, int]:
+    key = data.get("key")
+    if not isinstance(key, str):
+        raise BadRequest("key must be a string", code="invalid_key")
+    method = str(data.get("method", "GET")).upper()
+    if method not in SIGNABLE_METHODS:
+        raise BadRequest(f"method must be one of {sorted(SIGNABLE_METHODS)}", code="invalid_method")
+    ttl = data.get("ttl", DEFAULT_TTL_SECONDS)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise BadRequest(f"ttl must be 1 to {MAX_TTL_SECONDS} seconds", code="invalid_ttl")
+    return validate_key(key), method, ttl

@@ -1,0 +1,80 @@
+"""Logging: the root format (text or JSON lines) and the access log.
+
+One access line per request: client, method, path, status, body bytes,
+duration and cache result. Query strings are dropped from the logged path
+except for harmless keys, so a signed URL's signature never reaches a log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from .config import ServerConfig
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Query parameters safe to log; everything else (sig, tokens) is redacted.
+_LOGGED_QUERY_KEYS = frozenset({"prefix", "after", "limit", "expires"})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(server: ServerConfig) -> None:
+    handler = logging.StreamHandler()
+    formatter = JsonFormatter() if server.log_format == "json" else logging.Formatter(_TEXT_FORMAT)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(server.log_level.upper())
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        fields = access_fields(request, response, time)
+        message = (
+            f'{fields["remote"]} "{fields["method"]} {fields["path"]} '
+            f'HTTP/{fields["http_version"]}" {fields["status"]} {fields["bytes"]} '
+            f"{fields['duration']:.6f} {fields['cache'] or '-'}"
+        )
+        self.logger.info(message, extra={"fields": fields})
+
+
+def access_fields(
+    request: web.BaseRequest, response: web.StreamResponse, time: float
+) -> dict[str, Any]:
+    return {
+        "remote": request.remote,
+        "method": request.method,
+        "path": _loggable_path(request),
+        "http_version": f"{request.version.major}.{request.version.minor}",
+        "status": response.status,
+        # sendfile bypasses the writer's byte count; the declared length is exact.
+        "bytes": response.content_length or 0,
+        "duration": time,
+        "cache": response.headers.get("X-Cache"),
+    }
+
+
+def _loggable_path(request: web.BaseRequest) -> str:
+    if not request.query:
+        return request.raw_path.split("?", 1)[0]
+    parts = [
+        f"{k}={v if k in _LOGGED_QUERY_KEYS else 'REDACTED'}" for k, v in request.query.items()
+    ]
+    return request.raw_path.split("?", 1)[0] + "?" + "&".join(parts)
