@@ -42,6 +42,8 @@ class VidproxyError(Exception):
         self.message = message
         if code is not None:
             self.code = code
+        # Headers a caller adds on the way out, e.g. X-Cache on a 416.
+        self.extra_headers: dict[str, str] = {}
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -163,7 +165,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except VidproxyError as exc:
         if exc.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
+        headers = {**exc.headers(), **exc.extra_headers}
+        return error_response(exc.status, exc.code, exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

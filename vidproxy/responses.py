@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
 from .conditions import ByteRange, Plan, plan_response
+from .errors import VidproxyError
 from .storage.base import ObjectInfo, ObjectReader
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,12 @@ def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]
 async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamResponse:
     info = reader.info
     headers = object_headers(info, reader.cache_status)
-    plan = plan_response(request.method, request.headers, info.validators)
+    try:
+        plan = plan_response(request.method, request.headers, info.validators)
+    except VidproxyError as exc:  # 412, 416: still say where the answer came from
+        if reader.cache_status:
+            exc.extra_headers["X-Cache"] = reader.cache_status
+        raise
     if plan.status == 304:
         return web.Response(status=304, headers=_validator_headers(headers))
     if plan.range is not None:

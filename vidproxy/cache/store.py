@@ -199,6 +199,8 @@ class CachingStore:
                 fill = await self._start_fill(key, full)
             except OSError as exc:
                 log.error("cache: cannot start a fill of %r: %s", key, exc)
+                if direct is not None:
+                    await full.aclose()  # else its S3 connection stays taken
                 return _labelled(direct or full)
             fill.stale = self._writes != writes_before
             if fill.stale:
