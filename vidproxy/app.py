@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 from aiohttp import web
 
-from .appkeys import AUTH, CONFIG, IN_FLIGHT, STORE, UPLOADS
+from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
 from .auth import Authorizer
 from .cache import open_caching_store
 from .config import Config
@@ -15,6 +15,7 @@ from .errors import error_middleware
 from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
 from .handlers import health, sign, videos
 from .limits import InFlight, UploadSlots
+from .metrics import Metrics, metrics_handler, metrics_middleware
 from .storage.base import Store
 from .storage.fs import open_fs_store
 from .storage.s3 import open_s3_store
@@ -25,9 +26,12 @@ KEY = r"{key:[\s\S]*}"
 
 
 def create_app(config: Config) -> web.Application:
-    # The error middleware is outermost, so refusals from the others are JSON too.
-    app = web.Application(middlewares=[error_middleware, in_flight_middleware, auth_middleware])
+    # Metrics see the final answer; errors from the inner middlewares become JSON.
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware, in_flight_middleware, auth_middleware]
+    )
     app[CONFIG] = config
+    app[METRICS] = Metrics(app)
     app[AUTH] = Authorizer.from_config(config.auth)
     app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
     app[IN_FLIGHT] = InFlight()
@@ -57,6 +61,7 @@ def _add_routes(app: web.Application) -> None:
     upload = {"expect_handler": upload_expect_handler}
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
+    router.add_get("/metrics", metrics_handler)
     router.add_get("/videos", videos.list_videos)
     router.add_post("/videos", videos.create_video, **upload)
     router.add_get(f"/videos/{KEY}", videos.get_video)

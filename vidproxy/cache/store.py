@@ -26,7 +26,15 @@ from ..conditions import ByteRange, RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
 from ..files import read_file
-from ..storage.base import ObjectInfo, ObjectPage, ObjectReader, Store, StoredObject, UploadSource
+from ..storage.base import (
+    ObjectInfo,
+    ObjectPage,
+    ObjectReader,
+    Store,
+    StoredObject,
+    StoreStats,
+    UploadSource,
+)
 from ..units import MiB
 from .disk import CacheDir, StoredEntry, touch
 from .fill import Fill, create_temp, read_following
@@ -38,6 +46,14 @@ log = logging.getLogger(__name__)
 READAHEAD = 4 * MiB
 # Last-access times are written to disk at most this often per entry.
 ACCESS_PERSIST_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class CacheFigures:
+    entries: int
+    used_bytes: int
+    fills: int
+    evictions: int
 
 
 @dataclass(eq=False)
@@ -74,6 +90,7 @@ class CachingStore:
         self._used = 0  # bytes of indexed entries
         self._writes = 0  # bumped by every write through this process
         self._background: set[asyncio.Task[Any]] = set()
+        self._evictions = 0
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -117,6 +134,13 @@ class CachingStore:
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
         return await self._inner.list(prefix, after, limit)
+
+    @property
+    def stats(self) -> StoreStats:
+        return self._inner.stats
+
+    def figures(self) -> CacheFigures:
+        return CacheFigures(len(self._entries), self._used, len(self._fills), self._evictions)
 
     async def check_ready(self) -> None:
         await self._inner.check_ready()
@@ -298,6 +322,7 @@ class CachingStore:
             oldest = next(iter(self._entries.values()))
             free += oldest.info.size if oldest.readers == 0 else 0
             log.info("cache: evicting %r (%d bytes)", oldest.info.key, oldest.info.size)
+            self._evictions += 1
             self._drop(oldest.info.key)
         return fits()
 
@@ -317,6 +342,7 @@ class CachingStore:
     def _expire(self, entry: Entry) -> None:
         if self._entries.get(entry.info.key) is entry:
             log.info("cache: %r idle for %ss, dropped", entry.info.key, self._cfg.idle_ttl)
+            self._evictions += 1
             self._drop(entry.info.key)
 
     def _drop(self, key: str) -> None:

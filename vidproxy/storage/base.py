@@ -6,8 +6,9 @@ Backends raise only ``vidproxy.errors`` exceptions.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +65,15 @@ class ObjectPage:
     next_after: str | None
 
 
+@dataclass
+class StoreStats:
+    """Plain counters a backend keeps about its upstream; metrics read them."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # by operation
+    errors: Counter[str] = field(default_factory=Counter)  # by operation
+    parts_sent: int = 0
+
+
 class ObjectReader(Protocol):
     """One version of one object, opened for reading.
 
@@ -102,6 +112,7 @@ class UploadSource(Protocol):
 
 class Store(Protocol):
     name: str
+    stats: StoreStats
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> ObjectReader:
         """Open ``key`` for reading; ``hint`` is the range most likely wanted.

@@ -31,7 +31,7 @@ from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, PreconditionFailed, UpstreamUnavailable
 from ..keys import key_digest
 from ..units import MiB
-from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
+from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class FsStore:
     name = "fs"
 
     def __init__(self, root: Path) -> None:
+        self.stats = StoreStats()  # nothing upstream: stays zero
         self._root = root
         self._objects = root / "objects"
         self._tmp = root / "tmp"

@@ -37,6 +37,7 @@ class MultipartUpload:
         self._tasks: list[asyncio.Task[dict[str, Any]]] = []
         self._upload_id: str | None = None
         self.size = 0
+        self.on_part_sent: Callable[[], None] = lambda: None
 
     async def start(self, **params: Any) -> None:
         creating = asyncio.ensure_future(self._create(params))
@@ -75,6 +76,7 @@ class MultipartUpload:
                     PartNumber=number,
                     Body=data,
                 )
+            self.on_part_sent()
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
             self._slots.release()

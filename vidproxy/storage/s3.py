@@ -25,7 +25,7 @@ from ..config import S3Config
 from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, UpstreamUnavailable
 from ..media import safe_content_type
 from ..units import KiB
-from .base import ObjectInfo, ObjectPage, StoredObject, UploadSource
+from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .multipart import MultipartUpload
 from .parts import MAX_PARTS, PartPlan
 from .sweeper import sweep_forever
@@ -118,6 +118,24 @@ class S3Store:
         self._bucket = cfg.bucket
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.stats = StoreStats()
+        events = client.meta.events
+        events.register("before-call.s3", self._count_request)
+        events.register("after-call.s3", self._count_answer)
+        events.register("after-call-error.s3", self._count_failure)
+
+    def _count_request(self, model: Any, **_: Any) -> None:
+        self.stats.requests[model.name] += 1
+
+    def _count_answer(self, http_response: Any, model: Any, **_: Any) -> None:
+        if http_response.status_code >= 400:
+            self.stats.errors[model.name] += 1
+
+    def _count_part(self) -> None:
+        self.stats.parts_sent += 1
+
+    def _count_failure(self, context: Any, **_: Any) -> None:
+        self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
         sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors)
@@ -207,6 +225,7 @@ class S3Store:
         upload = MultipartUpload(
             self._client, self._bucket, key, self._cfg.upload_concurrency, s3_errors, self.spawn
         )
+        upload.on_part_sent = self._count_part
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
             data, number = first, 1
