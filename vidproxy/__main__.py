@@ -1,4 +1,5 @@
-"""Command line: ``vidproxy serve [--config PATH] [--host H] [--port P]``."""
+"""Command line: ``vidproxy serve`` runs the service, ``vidproxy sign`` prints a
+signed URL, and ``upload``/``download``/``ls``/``rm`` talk to a running vidproxy."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 from . import server
 from .app import create_app
 from .auth import Authorizer
+from .client import CLIENT_COMMANDS, add_client_commands, run_client
 from .config import Config, ConfigError, load_config
 from .errors import VidproxyError
 from .handlers.sign import DEFAULT_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
+from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds (3600)")
     sign.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")
     sign.add_argument("--url", default="", help="base URL to prefix, e.g. https://videos.example")
+    add_client_commands(commands)
     return parser
 
 
@@ -49,6 +53,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def serve(config: Config) -> None:
     configure_logging(config.server)
+    pin_malloc_mmap_threshold()
     where = config.s3.bucket if config.backend == "s3" else config.fs.dir
     log.info("vidproxy storing in %s (%s)", where, config.backend)
     warn_if_exposed(config)
@@ -85,6 +90,8 @@ def print_signed_url(config: Config, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client(args)
     try:
         config = config_from_args(args)
     except ConfigError as exc:

@@ -13,7 +13,7 @@ from .cache import open_caching_store
 from .config import Config
 from .errors import error_middleware
 from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
-from .handlers import health, sign, videos
+from .handlers import health, page, sign, videos
 from .limits import InFlight, UploadSlots
 from .metrics import Metrics, metrics_handler, metrics_middleware
 from .storage.base import Store
@@ -59,6 +59,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
 def _add_routes(app: web.Application) -> None:
     router = app.router
     upload = {"expect_handler": upload_expect_handler}
+    router.add_get("/", page.index)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics_handler)

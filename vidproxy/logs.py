@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ServerConfig
 
@@ -39,9 +40,26 @@ def configure_logging(server: ServerConfig) -> None:
     handler = logging.StreamHandler()
     formatter = JsonFormatter() if server.log_format == "json" else logging.Formatter(_TEXT_FORMAT)
     handler.setFormatter(formatter)
+    handler.addFilter(MalformedRequestFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(server.log_level.upper())
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refused (smuggling shapes, bad header bytes)
+    as an error whose traceback quotes the offending line, bearer token or signed
+    query included: keep only the kind of error, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "refused a malformed request from %s (%s %s)"
+            record.args = (remote, exc.code, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ..appkeys import AUTH
+from ..auth import access_for
 from ..errors import BadRequest
 from ..keys import validate_key
 
@@ -19,6 +20,9 @@ async def sign(request: web.Request) -> web.Response:
     """Body ``{"key", "method" (GET), "ttl" (3600)}``; answers ``{"url", "expires"}``."""
     key, method, ttl = _parse(await _json_body(request))
     authorizer = request.app[AUTH]
+    # The middleware checked write access (this is a POST); a URL granting a read
+    # also needs read access, or open writes would hand out reads the tokens guard.
+    authorizer.check(request, access_for(method))
     if not authorizer.signing_key:
         raise BadRequest("auth.signing_key is not set", code="signing_disabled")
     path, expires = authorizer.signed_path(method, key, ttl)

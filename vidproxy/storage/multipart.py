@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -74,7 +75,7 @@ class MultipartUpload:
                     Key=self._key,
                     UploadId=self._upload_id,
                     PartNumber=number,
-                    Body=data,
+                    Body=io.BytesIO(data),
                 )
             self.on_part_sent()
             return {"PartNumber": number, "ETag": response["ETag"]}

@@ -1,0 +1,38 @@
+"""vidproxy's command-line client: ``upload``, ``download``, ``ls`` and ``rm``.
+
+    vidproxy upload FILE... [--key K | --prefix P] [--content-type T]
+    vidproxy download KEY [-o FILE|-] [-c]
+    vidproxy ls [PREFIX]
+    vidproxy rm KEY...
+
+Every command takes ``--url`` (default ``$VIDPROXY_URL``, else
+``http://127.0.0.1:8080``), ``--token`` (default ``$VIDPROXY_TOKEN``, sent as
+``Authorization: Bearer``) and ``-q`` (no progress bar; one is drawn on stderr
+only when it is a terminal).
+
+- ``upload`` streams each FILE from disk with its Content-Length (``-`` streams
+  stdin chunked) and prints each stored key on stdout, one per line. A file's
+  key is ``--prefix`` + its name; stdin without ``--key`` gets a key chosen
+  by the server (``POST /videos``).
+- ``download`` writes KEY to FILE (default: the key's last segment; ``-`` is
+  stdout). A download that was cut off resumes where it stopped, with
+  ``Range`` and ``If-Range``; ``-c`` resumes any existing FILE. The bytes are
+  checked against the server's ``X-Content-SHA256``.
+- ``ls`` prints ``KEY<TAB>SIZE<TAB>CONTENT-TYPE`` per object, following pages.
+- ``rm`` deletes; deleting a key that does not exist succeeds.
+
+Exit codes, for scripts:
+
+    0  success
+    1  the server answered with an error (its JSON code and message go to
+       stderr), a local file could not be read or written, or the downloaded
+       bytes did not match their checksum
+    2  usage error: bad arguments, or a FILE to upload that does not exist
+    3  not found: the server answered 404
+    4  connection error: refused, unreachable, timed out, or cut off mid-transfer
+    130  interrupted (Ctrl-C)
+"""
+
+from .commands import CLIENT_COMMANDS, add_client_commands, build_parser, run_client
+
+__all__ = ["CLIENT_COMMANDS", "add_client_commands", "build_parser", "run_client"]
