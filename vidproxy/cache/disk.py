@@ -19,9 +19,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ulid import ULID
 
@@ -64,7 +62,7 @@ class CacheDir:
     def _load(self, meta_path: Path) -> StoredEntry | None:
         try:
             meta = json.loads(meta_path.read_bytes())
-            info = _info_from(meta)
+            info = ObjectInfo.from_record(meta)
             data = meta_path.with_name(meta["data"])
             stat = data.stat()
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -86,7 +84,7 @@ class CacheDir:
         meta_path.parent.mkdir(exist_ok=True)
         data_path = meta_path.with_name(temp.name)
         os.replace(temp, data_path)
-        meta = {**_info_to_json(info), "data": data_path.name}
+        meta = {**info.to_record(), "data": data_path.name}
         try:
             write_atomically(meta_path, json.dumps(meta).encode())
             sync_dir(meta_path.parent)
@@ -119,25 +117,3 @@ def touch(path: Path) -> None:
     """Record an access in the data file's mtime (ignored if it is gone)."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(path)
-
-
-def _info_to_json(info: ObjectInfo) -> dict[str, Any]:
-    return {
-        "key": info.key,
-        "size": info.size,
-        "etag": info.etag,
-        "last_modified": info.last_modified.isoformat(),
-        "content_type": info.content_type,
-        "sha256": info.sha256,
-    }
-
-
-def _info_from(meta: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        key=str(meta["key"]),
-        size=int(meta["size"]),
-        etag=str(meta["etag"]),
-        last_modified=datetime.fromisoformat(meta["last_modified"]),
-        content_type=str(meta["content_type"]),
-        sha256=meta.get("sha256"),
-    )

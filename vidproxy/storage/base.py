@@ -38,6 +38,21 @@ class ObjectInfo:
             "content_type": self.content_type,
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for metadata files on local disk (fs store, cache)."""
+        return {**self.to_json(), "sha256": self.sha256}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ObjectInfo:
+        return cls(
+            key=str(record["key"]),
+            size=int(record["size"]),
+            etag=str(record["etag"]),
+            last_modified=datetime.fromisoformat(record["last_modified"]),
+            content_type=str(record["content_type"]),
+            sha256=record.get("sha256"),
+        )
+
 
 @dataclass(frozen=True)
 class StoredObject:

@@ -29,6 +29,7 @@ from ulid import ULID
 
 from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, PreconditionFailed, UpstreamUnavailable
+from ..files import flush_and_sync, read_file, sync_dir, write_atomically
 from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
@@ -100,7 +101,7 @@ class FsStore:
             meta = await self._read_meta(key)
             path = self._meta_path(key).with_name(meta["data"])
             self._readers[path] += 1
-        return FsReader(self, _info_from(meta), path)
+        return FsReader(self, ObjectInfo.from_record(meta), path)
 
     async def _release(self, path: Path) -> None:
         self._readers[path] -= 1
@@ -129,21 +130,16 @@ class FsStore:
         try:
             size = await self._receive(source, tmp_path)
             sha256 = source.sha256()
-            meta = {
-                "key": key,
-                "size": size,
-                "etag": f'"{sha256[:32]}"',
-                "last_modified": datetime.now(UTC).isoformat(),
-                "content_type": content_type,
-                "sha256": sha256,
-                "data": version,
-            }
+            info = ObjectInfo(
+                key, size, f'"{sha256[:32]}"', datetime.now(UTC), content_type, sha256
+            )
+            meta = {**info.to_record(), "data": version}
             async with self._lock(key):
                 old = await asyncio.to_thread(self._commit, key, tmp_path, meta, create_only)
                 await self._retire(old)
         finally:
             await asyncio.to_thread(tmp_path.unlink, missing_ok=True)
-        return StoredObject(key, size, meta["etag"], content_type, sha256)
+        return StoredObject(key, size, info.etag, content_type, sha256)
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
         size = 0
@@ -151,7 +147,7 @@ class FsStore:
             while data := await source.read(WRITE_CHUNK):
                 await asyncio.to_thread(out.write, data)
                 size += len(data)
-            await asyncio.to_thread(_flush_and_sync, out)
+            await asyncio.to_thread(flush_and_sync, out)
         return size
 
     def _commit(
@@ -164,8 +160,8 @@ class FsStore:
         if create_only and old is not None:
             raise PreconditionFailed("a video already exists under that key")
         os.replace(tmp_path, meta_path.with_name(meta["data"]))
-        _write_atomically(meta_path, json.dumps(meta).encode())
-        _sync_dir(meta_path.parent)
+        write_atomically(meta_path, json.dumps(meta).encode())
+        sync_dir(meta_path.parent)
         return None if old is None else meta_path.with_name(old["data"])
 
     async def delete(self, key: str) -> None:
@@ -179,7 +175,7 @@ class FsStore:
         if meta is None or meta["key"] != key:
             return None
         meta_path.unlink(missing_ok=True)
-        _sync_dir(meta_path.parent)
+        sync_dir(meta_path.parent)
         return meta_path.with_name(meta["data"])
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
@@ -190,7 +186,7 @@ class FsStore:
         keys = sorted(
             (m["key"], m) for m in metas if m and m["key"].startswith(prefix) and m["key"] > after
         )
-        page = [_info_from(m) for _, m in keys[:limit]]
+        page = [ObjectInfo.from_record(m) for _, m in keys[:limit]]
         next_after = page[-1].key if len(keys) > limit else None
         return ObjectPage(page, next_after)
 
@@ -211,33 +207,12 @@ class FsReader:
         self.local_path: Path | None = path
 
     async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-        return _read_file(self.local_path, byte_range or ByteRange(0, self.info.size))
+        return read_file(self.local_path, byte_range or ByteRange(0, self.info.size))
 
     async def aclose(self) -> None:
         if self._open and self.local_path is not None:
             self._open = False
             await self._store._release(self.local_path)
-
-
-async def _read_file(path: Path | None, byte_range: ByteRange) -> AsyncIterator[bytes]:
-    assert path is not None
-    with await asyncio.to_thread(open, path, "rb") as f:
-        await asyncio.to_thread(f.seek, byte_range.start)
-        left = byte_range.length
-        while left > 0 and (chunk := await asyncio.to_thread(f.read, min(READ_CHUNK, left))):
-            left -= len(chunk)
-            yield chunk
-
-
-def _info_from(meta: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        key=meta["key"],
-        size=meta["size"],
-        etag=meta["etag"],
-        last_modified=datetime.fromisoformat(meta["last_modified"]),
-        content_type=meta["content_type"],
-        sha256=meta["sha256"],
-    )
 
 
 def _load_meta(path: Path) -> dict[str, Any] | None:
@@ -248,24 +223,3 @@ def _load_meta(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable metadata %s: %s", path.name, exc)
         return None
-
-
-def _flush_and_sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        _flush_and_sync(f)
-    os.replace(tmp, path)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
