@@ -35,5 +35,10 @@ VOLUME ["/data", "/cache"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VIDPROXY_SERVER_PORT', '8080'), timeout=4)"]
+# vidproxy drains on SIGTERM: it stops accepting, lets requests in flight finish
+# for server.shutdown_timeout (30 s by default), then exits 0. Docker's own stop
+# timeout is 10 s: run `docker stop --time 40` (compose: stop_grace_period).
+STOPSIGNAL SIGTERM
+# Exec form: vidproxy is PID 1 and gets the signal itself, not through a shell.
 ENTRYPOINT ["vidproxy"]
 CMD ["serve"]

@@ -16,7 +16,7 @@ from .auth import Authorizer
 from .client import CLIENT_COMMANDS, add_client_commands, run_client
 from .config import Config, ConfigError, load_config
 from .errors import VidproxyError
-from .handlers.sign import DEFAULT_TTL_SECONDS, SIGNABLE_METHODS
+from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
 from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging
@@ -82,6 +82,9 @@ def print_signed_url(config: Config, args: argparse.Namespace) -> int:
     if not authorizer.signing_key:
         print("vidproxy: auth.signing_key is not set", file=sys.stderr)
         return 2
+    if not 1 <= args.ttl <= MAX_TTL_SECONDS:
+        print(f"vidproxy: --ttl must be 1 to {MAX_TTL_SECONDS} seconds", file=sys.stderr)
+        return 2
     key = validate_key(args.key)
     path, _ = authorizer.signed_path(args.method, key, args.ttl)
     print(args.url.rstrip("/") + path)
@@ -103,7 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except VidproxyError as exc:
         print(f"vidproxy: {exc.message}", file=sys.stderr)
         return 2
-    serve(config)
+    try:
+        serve(config)
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        print(
+            f"vidproxy: cannot listen on {config.server.host}:{config.server.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -13,7 +13,7 @@ from .cache import open_caching_store
 from .config import Config
 from .errors import error_middleware
 from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
-from .handlers import health, page, sign, videos
+from .handlers import health, openapi, page, sign, videos
 from .limits import InFlight, UploadSlots
 from .metrics import Metrics, metrics_handler, metrics_middleware
 from .storage.base import Store
@@ -63,6 +63,7 @@ def _add_routes(app: web.Application) -> None:
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics_handler)
+    router.add_get("/openapi.json", openapi.openapi)
     router.add_get("/videos", videos.list_videos)
     router.add_post("/videos", videos.create_video, **upload)
     router.add_get(f"/videos/{KEY}", videos.get_video)

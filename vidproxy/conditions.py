@@ -22,7 +22,8 @@ from email.utils import parsedate_to_datetime
 
 from .errors import PreconditionFailed, RangeNotSatisfiable
 
-_RANGE_RE = re.compile(r"bytes=(\d{0,20})-(\d{0,20})", re.IGNORECASE)
+# RFC 9110 §14.1.1: DIGIT is ASCII only; without re.ASCII, \d takes any Unicode digit.
+_RANGE_RE = re.compile(r"bytes=(\d{0,20})-(\d{0,20})", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .errors import UpstreamUnavailable
 
@@ -37,21 +38,32 @@ class UploadSlots:
 
 
 class InFlight:
-    """Counts requests being handled, so shutdown can wait for them."""
+    """Counts requests being handled, so shutdown can wait for them and then
+    cancel what is left. Called from the handler's own task."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.draining = False  # set at SIGTERM
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def enter(self) -> None:
         self.count += 1
+        if (task := asyncio.current_task()) is not None:
+            self._tasks.add(task)
         self._idle.clear()
 
     def leave(self) -> None:
+        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         self.count -= 1
         if self.count == 0:
             self._idle.set()
+
+    def cancel_all(self) -> None:
+        """Cancel every handler still running: uploads abort, temp files go."""
+        for task in self._tasks:
+            task.cancel()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

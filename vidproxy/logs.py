@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -90,9 +91,13 @@ def access_fields(
 
 
 def _loggable_path(request: web.BaseRequest) -> str:
-    if not request.query:
-        return request.raw_path.split("?", 1)[0]
-    parts = [
-        f"{k}={v if k in _LOGGED_QUERY_KEYS else 'REDACTED'}" for k, v in request.query.items()
-    ]
-    return request.raw_path.split("?", 1)[0] + "?" + "&".join(parts)
+    path, _, query = request.raw_path.partition("?")
+    if not query:
+        return path
+    # Values stay percent-encoded as sent: a decoded %0A would start a forged log line.
+    parts = []
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        logged = value if unquote_plus(name) in _LOGGED_QUERY_KEYS else "REDACTED"
+        parts.append(f"{name}={logged}")
+    return path + "?" + "&".join(parts)

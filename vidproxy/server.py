@@ -8,10 +8,11 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .appkeys import IN_FLIGHT
 from .config import Config
+from .limits import InFlight
 from .logs import AccessLogger
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ CANCEL_GRACE_SECONDS = 5.0
 
 
 async def serve(app: web.Application, config: Config) -> None:
+    in_flight = app[IN_FLIGHT]
+    app.on_response_prepare.append(_close_when_draining)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -33,17 +36,36 @@ async def serve(app: web.Application, config: Config) -> None:
         await site.start()
         log.info("listening on http://%s:%d", config.server.host, config.server.port)
         await _wait_for_stop_signal()
+        in_flight.draining = True
         await site.stop()
-        in_flight = app[IN_FLIGHT]
         log.info("stopping: draining %d request(s)", in_flight.count)
-        try:
-            async with asyncio.timeout(config.server.shutdown_timeout):
-                await in_flight.wait_idle()
-        except TimeoutError:
+        if not await _idle_within(in_flight, config.server.shutdown_timeout):
             log.warning("stopping: cancelling %d request(s) still running", in_flight.count)
+            # Ourselves and at once: aiohttp's own shutdown would first wait its
+            # timeout again for handlers that are stuck on a body that never comes.
+            in_flight.cancel_all()
+            await _idle_within(in_flight, CANCEL_GRACE_SECONDS)
     finally:
         await runner.cleanup()
     log.info("stopped")
+
+
+async def _close_when_draining(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    # A kept-alive connection (a proxy's upstream pool) may bring one more request
+    # while we drain: answer it, with Connection: close, so none follows.
+    if request.app[IN_FLIGHT].draining:
+        response.force_close()
+        # aiohttp has written its Connection header by the time this hook runs.
+        response.headers[hdrs.CONNECTION] = "close"
+
+
+async def _idle_within(in_flight: InFlight, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await in_flight.wait_idle()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _wait_for_stop_signal() -> None:

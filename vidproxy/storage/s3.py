@@ -38,6 +38,8 @@ LIST_HEAD_CONCURRENCY = 16
 DEFAULT_REGION = "us-east-1"
 SHA256_METADATA = "sha256"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+# What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
+_ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -59,6 +61,8 @@ async def s3_errors(operation: str) -> AsyncIterator[None]:
 
 def _from_client_error(exc: ClientError, operation: str) -> Exception:
     code = str(exc.response.get("Error", {}).get("Code", ""))
+    if not _ERROR_CODE_RE.fullmatch(code):
+        code = ""  # not an S3 error code: text a client and the log must not see
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     if code == "NoSuchBucket":
         return UpstreamError("the configured bucket does not exist")
@@ -82,7 +86,8 @@ async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
         max_pool_connections=cfg.max_pool_connections,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
-        retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+        # botocore's "max_attempts" counts retries only; s3.max_attempts counts them all.
+        retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
         request_checksum_calculation=cfg.checksum_mode,
         response_checksum_validation="when_required",
     )
@@ -118,6 +123,7 @@ class S3Store:
         self._bucket = cfg.bucket
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._bucket_created = False
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -162,10 +168,16 @@ class S3Store:
             code = exc.response.get("Error", {}).get("Code")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 log.warning("could not create bucket %r: %s", self._bucket, code)
+                return
         except _UNREACHABLE:
             log.warning("could not create bucket %r: storage unreachable", self._bucket)
+            return
+        self._bucket_created = True
 
     async def check_ready(self) -> None:
+        if self._cfg.create_bucket and not self._bucket_created:
+            # S3 was unreachable at start (a stack starting together): try again now.
+            await self.create_bucket()
         try:
             async with s3_errors("HeadBucket"):
                 await self._client.head_bucket(Bucket=self._bucket)

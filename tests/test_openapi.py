@@ -1,0 +1,371 @@
+"""vidproxy/openapi.json: a valid OpenAPI 3.1 document, served at /openapi.json,
+that names exactly the routes ``create_app`` registers, and whose every
+documented status a running vidproxy really answers: on fs, on S3 (moto), on an
+S3 endpoint nobody listens on, and on one that denies every request."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from aiohttp import web
+from conftest import Connect
+from hypothesis import given
+from hypothesis import strategies as st
+from openapi_probe import Client, Document, Probe, is_public, load_document, operations
+from openapi_spec_validator import validate
+
+from vidproxy.app import create_app
+from vidproxy.config import Config
+from vidproxy.errors import InvalidKey
+from vidproxy.keys import MAX_KEY_BYTES, validate_key
+
+Start = Callable[[Config], Any]
+Wait = Callable[..., Awaitable[None]]
+
+KEY = "demo/clip.mp4"  # keys may contain "/": the document says so, the tests use one
+MISSING_KEY = "demo/missing.mp4"
+BAD_KEY = "demo\\clip.mp4"  # a backslash: 400 invalid_key
+BODY = bytes(range(256)) * 4
+WRITE_TOKEN = "openapi-write-token"
+READ_TOKEN = "openapi-read-token"
+AUTH = {"write_tokens": [WRITE_TOKEN], "read_tokens": [READ_TOKEN], "signing_key": "openapi-key"}
+WRITER = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+NEW_UPLOADS = ("/videos", "/upload")  # POST: a new ULID key
+KEYED_UPLOADS = (("PUT", "/videos/{key}"), ("POST", "/upload/{key}"))
+UPLOADS = [("POST", t) for t in NEW_UPLOADS] + list(KEYED_UPLOADS)
+READS = [(m, t) for t in ("/videos/{key}", "/download/{key}") for m in ("GET", "HEAD")]
+NO_AUTO_TYPE = {"Content-Type"}
+# S3's answer to a request it refuses (wrong credentials, a bucket policy).
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+)
+
+
+@pytest.fixture(scope="module")
+def doc() -> Document:
+    return load_document()
+
+
+def test_document_is_valid_openapi_3_1(doc: Document) -> None:
+    assert doc["openapi"].startswith("3.1.")
+    validate(doc)
+
+
+# ---- the document and the router ------------------------------------------
+
+
+def _canonical(path: str) -> str:
+    # "/videos/{key:[\s\S]*}" and "/videos/{key}" name the same template.
+    return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
+
+
+def routed_operations(app: web.Application) -> set[tuple[str, str]]:
+    return {
+        (_canonical(resource.canonical), route.method)
+        for resource in app.router.resources()
+        for route in resource
+    }
+
+
+def test_routes_and_documented_operations_are_the_same(
+    doc: Document, make_config: Callable[..., Config]
+) -> None:
+    routed = routed_operations(create_app(make_config("fs")))
+    documented = {(template, method) for template, method, _ in operations(doc)}
+    # aiohttp answers HEAD on every GET route; the document says so once, in
+    # info.description, and lists HEAD only where it matters (the downloads).
+    implied_head = {(template, "HEAD") for template, method in documented if method == "GET"}
+    assert documented - routed == set(), "documented but not routed"
+    assert routed - documented - implied_head == set(), "routed but not documented"
+
+
+def test_keys_with_slashes_are_documented(doc: Document) -> None:
+    key = doc["components"]["parameters"]["Key"]
+    assert "slashes included" in key["description"] and "%2F" in key["description"]
+    assert {"/videos/{key}", "/upload/{key}", "/download/{key}"} <= set(doc["paths"])
+
+
+async def test_a_slash_in_a_key_may_be_sent_encoded(
+    make_config: Callable[..., Config], start_vidproxy: Start
+) -> None:
+    client = await start_vidproxy(make_config("fs"))
+    assert (await client.put(f"/videos/{KEY}", data=BODY)).status == 201
+    response = await client.get("/videos/" + KEY.replace("/", "%2F"))
+    assert response.status == 200
+    assert await response.read() == BODY
+
+
+KEY_TEXT = st.text(alphabet=st.sampled_from("ab./\\\n\x7f\u00e9 "), max_size=12) | st.text(
+    alphabet=st.characters(exclude_categories=["Cs"]), max_size=30
+)
+
+
+KEY_PATTERN = re.compile(load_document()["components"]["schemas"]["Key"]["pattern"])
+
+
+@given(key=KEY_TEXT)
+def test_the_key_pattern_accepts_exactly_the_valid_keys(key: str) -> None:
+    try:
+        validate_key(key)
+        valid = True
+    except InvalidKey:
+        valid = False
+    # The pattern cannot count UTF-8 bytes: the 1024-byte bound is in the description.
+    assert valid == (KEY_PATTERN.search(key) is not None and len(key.encode()) <= MAX_KEY_BYTES)
+
+
+async def test_the_served_document_is_the_packaged_one_and_public(
+    doc: Document, make_config: Callable[..., Config], start_vidproxy: Start
+) -> None:
+    client = await start_vidproxy(make_config("fs", auth=AUTH))
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    assert await response.json() == doc
+
+
+async def test_methods_a_path_does_not_document_get_405_with_allow(
+    doc: Document, make_config: Callable[..., Config], start_vidproxy: Start
+) -> None:
+    client = await start_vidproxy(make_config("fs"))
+    probe = Probe(doc)
+    problems = []
+    for template, item in doc["paths"].items():
+        methods = {m.upper() for m in item}
+        methods |= {"HEAD"} if "GET" in methods else set()
+        path = template.replace("{key}", KEY)
+        async with client.request("PATCH", path) as response:
+            answer = await response.json()
+        allow = {m.strip() for m in response.headers.get("Allow", "").split(",")}
+        if response.status != 405 or allow != methods or answer["error"] != "method_not_allowed":
+            problems.append(f"PATCH {template}: {response.status} Allow={allow} {answer}")
+        refusal = doc["components"]["responses"]["MethodNotAllowed"]
+        errors = probe.schema_errors(refusal["content"]["application/json"]["schema"], answer)
+        problems += [f"PATCH {template}: {e.message}" for e in errors]
+    assert problems == []
+
+
+# ---- every documented status, reached -------------------------------------
+
+
+async def test_every_documented_status_is_answered_as_documented(
+    doc: Document,
+    make_config: Callable[..., Config],
+    start_vidproxy: Start,
+    raw_connect: Connect,
+    aiohttp_server: Callable[..., Any],
+    wait_until: Wait,
+    tmp_path: Path,
+) -> None:
+    """Each answer matches its documentation (status, headers, body schema, error
+    code), and every documented (path, method, status) was answered at least once."""
+    probe = Probe(doc)
+    servers = itertools.count()
+
+    async def start(backend: str, **sections: Any) -> Client:
+        # Each server its own directories: the S3 cache index outlives its server.
+        place = tmp_path / f"server-{next(servers)}"
+        dirs = {"fs": {"dir": str(place / "data")}, "cache": {"dir": str(place / "cache")}}
+        client: Client = await start_vidproxy(make_config(backend, **dirs, **sections))
+        return client
+
+    fs = await start("fs")
+    await service_answers(probe, fs)
+    await upload_answers(probe, fs, raw_connect)
+    await read_answers(probe, fs, "fs")
+    await list_and_delete_answers(probe, fs)
+    limited = await start("fs", server={"max_upload_bytes": 100, "body_timeout": 0.3})
+    await limit_answers(probe, limited, raw_connect)
+    one_slot = await start("fs", server={"max_concurrent_uploads": 1})
+    await busy_answers(probe, one_slot, raw_connect, wait_until)
+    await auth_answers(probe, await start("fs", auth=AUTH))
+    await read_answers(probe, await start("s3"), "s3")
+    unreachable = await start("s3", s3={"endpoint_url": "http://127.0.0.1:1"})
+    await store_failure_answers(probe, unreachable, "503")
+    denying = await aiohttp_server(_access_denied_s3())
+    refused = await start("s3", s3={"endpoint_url": str(denying.make_url(""))})
+    await store_failure_answers(probe, refused, "502")
+    assert probe.problems == []
+    assert probe.unreached() == []
+
+
+async def service_answers(probe: Probe, client: Client) -> None:
+    page = await probe.send(client, "GET", "/", expect=200)
+    await probe.send(
+        client, "GET", "/", headers={"If-None-Match": page.headers["ETag"]}, expect=304
+    )
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        await probe.send(client, "GET", path, expect=200)
+    await probe.send(
+        client, "POST", "/sign", json={"key": KEY}, expect=400, code="signing_disabled"
+    )
+    await probe.send(client, "POST", "/sign", data=b"[", expect=400, code="invalid_json")
+
+
+async def upload_answers(probe: Probe, client: Client, connect: Connect) -> None:
+    for template in NEW_UPLOADS:
+        created = await probe.send(client, "POST", template, data=BODY, expect=201)
+        assert created.headers["Location"] == "/videos/" + created.json()["key"]
+        wrong = {"X-Content-SHA256": "0" * 64}
+        await probe.send(
+            client, "POST", template, data=BODY, headers=wrong, expect=400, code="checksum_mismatch"
+        )
+    for method, template in KEYED_UPLOADS:
+        await probe.send(client, method, template, KEY, data=BODY, expect=201)
+        create_only = {"If-None-Match": "*"}
+        await probe.send(client, method, template, KEY, data=BODY, headers=create_only, expect=412)
+        await probe.send(
+            client, method, template, BAD_KEY, data=BODY, expect=400, code="invalid_key"
+        )
+    for method, template in UPLOADS:
+        await probe.send_raw(
+            connect, client, method, template, KEY, headers={}, expect=411, code="length_required"
+        )
+        odd = {"Expect": "something-else", "Content-Length": str(len(BODY))}
+        await probe.send_raw(
+            connect,
+            client,
+            method,
+            template,
+            KEY,
+            headers=odd,
+            expect=417,
+            code="expectation_failed",
+        )
+
+
+async def read_answers(probe: Probe, client: Client, backend: str) -> None:
+    await client.put(f"/videos/{KEY}", data=BODY)
+    for method, template in READS:
+        full = await probe.send(client, method, template, KEY, expect=200)
+        assert full.headers["Content-Length"] == str(len(BODY))
+        assert ("X-Cache" in full.headers) == (backend == "s3")
+        part = await probe.send(
+            client, method, template, KEY, headers={"Range": "bytes=0-9"}, expect=206
+        )
+        assert part.headers["Content-Range"] == f"bytes 0-9/{len(BODY)}"
+        etag = {"If-None-Match": full.headers["ETag"]}
+        await probe.send(client, method, template, KEY, headers=etag, expect=304)
+        stale = {"If-Match": '"not-the-etag"'}
+        await probe.send(
+            client, method, template, KEY, headers=stale, expect=412, code="precondition_failed"
+        )
+        past_end = {"Range": f"bytes={len(BODY)}-"}
+        await probe.send(
+            client,
+            method,
+            template,
+            KEY,
+            headers=past_end,
+            expect=416,
+            code="range_not_satisfiable",
+        )
+        await probe.send(client, method, template, MISSING_KEY, expect=404, code="not_found")
+        await probe.send(client, method, template, BAD_KEY, expect=400, code="invalid_key")
+
+
+async def list_and_delete_answers(probe: Probe, client: Client) -> None:
+    page = await probe.send(client, "GET", "/videos", params={"prefix": "demo/"}, expect=200)
+    assert [item["key"] for item in page.json()["items"]] == [KEY]
+    await probe.send(
+        client, "GET", "/videos", params={"limit": "0"}, expect=400, code="invalid_query"
+    )
+    await probe.send(client, "DELETE", "/videos/{key}", KEY, expect=204)
+    await probe.send(client, "DELETE", "/videos/{key}", BAD_KEY, expect=400, code="invalid_key")
+
+
+async def limit_answers(probe: Probe, client: Client, connect: Connect) -> None:
+    """``server.max_upload_bytes`` is 100 and ``server.body_timeout`` 0.3 s here."""
+    for method, template in UPLOADS:
+        await probe.send(client, method, template, KEY, data=BODY, expect=413, code="too_large")
+        stalled = {"Content-Length": "50"}
+        await probe.send_raw(
+            connect,
+            client,
+            method,
+            template,
+            KEY,
+            headers=stalled,
+            body=b"x" * 10,
+            expect=408,
+            code="request_timeout",
+        )
+
+
+async def busy_answers(probe: Probe, client: Client, connect: Connect, wait_until: Wait) -> None:
+    """One upload slot: while one body is on its way, other uploads get 503."""
+    holder = await connect(client)
+    await holder.send_head("PUT", "/videos/held.mp4", {"Content-Length": "1000"})
+    await holder.send(b"x")
+    await wait_until(lambda: _upload_in_flight(client), "the first upload holds the slot")
+    for method, template in UPLOADS:
+        await probe.send(
+            client, method, template, KEY, data=BODY, expect=503, code="too_many_uploads"
+        )
+    await holder.close()
+
+
+async def _upload_in_flight(client: Client) -> bool:
+    text = await (await client.get("/metrics")).text()
+    return "vidproxy_uploads_in_flight 1.0" in text
+
+
+async def auth_answers(probe: Probe, client: Client) -> None:
+    """Tokens configured: no token gives 401, a wrong one 403, on every operation
+    the document does not mark public; the public ones answer without a token."""
+    for template, method, operation in operations(probe.doc):
+        if is_public(probe.doc, operation):
+            async with client.request(method, template) as response:
+                assert response.status not in (401, 403), f"{method} {template} is public"
+            continue
+        body: dict[str, Any] = {}
+        if template == "/sign":
+            body = {"json": {"key": KEY}}
+        elif "requestBody" in operation:
+            body = {"data": BODY}
+        await probe.send(client, method, template, KEY, expect=401, code="unauthorized", **body)
+        wrong = {"Authorization": "Bearer not-a-token"}
+        await probe.send(
+            client, method, template, KEY, headers=wrong, expect=403, code="forbidden", **body
+        )
+    # A signed URL from /sign stands in for the token, and one that is wrong does not.
+    await client.put(f"/videos/{KEY}", data=BODY, headers=WRITER)
+    signed = await probe.send(
+        client, "POST", "/sign", json={"key": KEY}, headers=WRITER, expect=200
+    )
+    query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
+    await probe.send(client, "GET", "/videos/{key}", KEY, params=query, expect=200)
+    await probe.send(client, "GET", "/download/{key}", KEY, params=query, expect=200)
+    forged = {**query, "sig": "0" * 64}
+    await probe.send(
+        client, "GET", "/videos/{key}", KEY, params=forged, expect=403, code="forbidden"
+    )
+
+
+async def store_failure_answers(probe: Probe, client: Client, status: str) -> None:
+    """Every operation documenting ``status`` (502 or 503) gets it when S3 fails."""
+    for template, method, operation in operations(probe.doc):
+        if status not in operation["responses"]:
+            continue
+        # The probe also checks the headers the document requires (Retry-After on 503).
+        kwargs: dict[str, Any] = {"data": BODY} if "requestBody" in operation else {}
+        await probe.send(client, method, template, KEY, expect=int(status), **kwargs)
+    # /readyz turns whatever S3 says into 503: not ready.
+    await probe.send(client, "GET", "/readyz", expect=503, code="upstream_unavailable")
+
+
+def _access_denied_s3() -> web.Application:
+    async def deny(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=403, body=ACCESS_DENIED, content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", deny)
+    return app
