@@ -51,7 +51,9 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         store: Store = await stack.enter_async_context(_open_store(config))
         if config.backend == "s3" and config.cache.enabled:
-            store = await stack.enter_async_context(open_caching_store(store, config.cache))
+            origin = f"{config.s3.endpoint_url or 'aws'} {config.s3.bucket}"
+            cached = open_caching_store(store, config.cache, origin)
+            store = await stack.enter_async_context(cached)
         app[STORE] = store
         yield
 

@@ -30,6 +30,7 @@ from ..storage.base import ObjectInfo
 log = logging.getLogger(__name__)
 
 META_SUFFIX = ".json"
+ORIGIN_FILE = "origin"
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,26 @@ class StoredEntry:
 
 
 class CacheDir:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, origin: str) -> None:
         self.root = root
+        # Which backend the entries came from: keys alone do not say.
+        self._origin = origin
         self._entries = root / "entries"
         self._tmp = root / "tmp"
 
     def prepare(self) -> list[StoredEntry]:
         """Create the layout, delete leftovers of fills, index complete entries
-        (oldest access first); drop anything inconsistent."""
+        (oldest access first); drop anything inconsistent, and everything that
+        was cached from another bucket or endpoint."""
         self._entries.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
+        origin_file = self.root / ORIGIN_FILE
+        if _read_text(origin_file) != self._origin:
+            if any(self._entries.iterdir()):
+                log.warning("cache: %s held another backend's objects; emptied", self.root)
+            shutil.rmtree(self._entries)
+            self._entries.mkdir()
+            write_atomically(origin_file, self._origin.encode())
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
         found = [e for e in map(self._load, self._entries.glob(f"*/*{META_SUFFIX}")) if e]
@@ -117,3 +128,10 @@ def touch(path: Path) -> None:
     """Record an access in the data file's mtime (ignored if it is gone)."""
     with contextlib.suppress(FileNotFoundError):
         os.utime(path)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -69,8 +69,11 @@ class Entry:
 
 
 @asynccontextmanager
-async def open_caching_store(inner: Store, cfg: CacheConfig) -> AsyncIterator[CachingStore]:
-    store = CachingStore(inner, cfg, CacheDir(Path(cfg.dir)))
+async def open_caching_store(
+    inner: Store, cfg: CacheConfig, origin: str
+) -> AsyncIterator[CachingStore]:
+    """``origin`` names the backend (endpoint and bucket) the cache sits in front of."""
+    store = CachingStore(inner, cfg, CacheDir(Path(cfg.dir), origin))
     await store.start()
     try:
         yield store
