@@ -137,8 +137,8 @@ async def raw() -> AsyncIterator[Callable[[int], Any]]:
 async def refuses_connections(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True  # reset: it was in the backlog of the listener that just closed
     writer.close()
     return False
 

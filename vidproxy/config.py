@@ -99,6 +99,9 @@ class S3Config:
     # Keep every part the same size (R2 demands it) instead of growing them.
     equal_parts: bool = False
     checksum_mode: str = "when_required"
+    # SigV4 hashes every body once more to sign it unless told not to; vidproxy
+    # already hashes the whole upload, so by default it sends UNSIGNED-PAYLOAD.
+    sign_payload: bool = False
     create_bucket: bool = False
     max_pool_connections: int = 64
     connect_timeout: float = 5.0

@@ -82,7 +82,7 @@ def _from_client_error(exc: ClientError, operation: str) -> Exception:
 async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
     session = get_session()
     client_config = AioConfig(
-        s3={"addressing_style": cfg.addressing_style},
+        s3={"addressing_style": cfg.addressing_style, "payload_signing_enabled": cfg.sign_payload},
         max_pool_connections=cfg.max_pool_connections,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,

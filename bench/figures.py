@@ -1,0 +1,127 @@
+"""The figures: what is measured, against what, and the target its ratio must meet.
+
+Every figure holds one vidproxy value and one baseline value per run, taken
+back to back in the same run; ratio = vidproxy / baseline per run, and the
+verdict is the median ratio against the target.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    op: str  # ">=", "<=", "<", "=="
+    ratio: float
+    text: str
+    # "<= 1.5x, or +10 ms": also met when vidproxy is at most this much above (same unit).
+    or_within: float | None = None
+
+    def met(self, ratio: float, difference: float) -> bool:
+        if self.or_within is not None and difference <= self.or_within:
+            return True
+        return {
+            ">=": ratio >= self.ratio,
+            "<=": ratio <= self.ratio,
+            "<": ratio < self.ratio,
+            "==": ratio == self.ratio,
+        }[self.op]
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    unit: str
+    baseline: str
+    target: Target
+    vid: list[float] = field(default_factory=list)
+    base: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, vid: float, base: float) -> None:
+        self.vid.append(vid)
+        self.base.append(base)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [v / b if b else float("inf") for v, b in zip(self.vid, self.base, strict=True)]
+
+    @property
+    def differences(self) -> list[float]:
+        return [v - b for v, b in zip(self.vid, self.base, strict=True)]
+
+    def verdict(self) -> bool | None:
+        if not self.vid:
+            return None
+        return self.target.met(median(self.ratios), median(self.differences))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "unit": self.unit,
+            "baseline": self.baseline,
+            "target": {
+                "op": self.target.op,
+                "ratio": self.target.ratio,
+                "or_within": self.target.or_within,
+                "text": self.target.text,
+            },
+            "vidproxy": summary(self.vid),
+            "baseline_values": summary(self.base),
+            "ratio": summary(self.ratios),
+            "met": self.verdict(),
+            "notes": self.notes,
+        }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"runs": [], "median": None, "min": None, "max": None}
+    return {"runs": values, "median": median(values), "min": min(values), "max": max(values)}
+
+
+def catalogue(sizes: Any) -> dict[str, Figure]:
+    """The figures of issue 6 and the cache issue, in table order."""
+    big, conc = sizes.label(sizes.throughput), sizes.label(sizes.concurrency)
+    huge = sizes.label(sizes.memory_big)
+    limit = sizes.label(sizes.rss_limit)
+    figures = [
+        Figure("upload_cl", f"upload {big}, Content-Length", "MiB/s",
+               f"boto3 upload_fileobj {big} to the backend", Target(">=", 0.90, ">= 0.90")),
+        Figure("upload_chunked", f"upload {big}, chunked", "MiB/s",
+               f"boto3 upload_fileobj {big} to the backend", Target(">=", 0.90, ">= 0.90")),
+        Figure("rss_peak", f"peak RSS, {huge} chunked upload", "MiB",
+               f"part_size x (concurrency + 1) + 80 MiB = {limit}", Target("<", 1.0, "below it")),
+        Figure("rss_growth", f"peak RSS, {huge} vs {sizes.label(sizes.memory_small)} upload",
+               "MiB", f"peak RSS, {sizes.label(sizes.memory_small)} upload",
+               Target("<", 1.10, "< 10 % growth (ratio < 1.10)")),
+        Figure("cold_get_tput", f"cold GET {big}, throughput", "MiB/s",
+               "boto3 get_object streamed", Target(">=", 0.90, ">= 0.90")),
+        Figure("cold_get_ttfb", "cold GET, time to first byte", "ms",
+               "boto3 get_object first byte", Target("<=", 1.5, "<= 1.5x, or +10 ms", 10.0)),
+        Figure("cold_range_whole", f"cold Range at 90 % of {big}, time to first byte", "ms",
+               "nginx proxy_cache, whole object", Target("<=", 0.05, "<= 0.05 (20x faster)")),
+        Figure("cold_range_slice", "same", "ms",
+               "nginx proxy_cache, slice 1m (its upstream through bench.shim)",
+               Target("<=", 1.0, "<= 1.0 (not slower)")),
+        Figure("cold_range_s3", "same (cache issue's acceptance figure)", "ms",
+               "boto3 ranged get_object first byte", Target("<=", 2.0, "<= 2.0")),
+        Figure("warm_get_tput", f"warm GET {big}, throughput", "MiB/s",
+               "nginx sendfile from disk", Target(">=", 0.80, ">= 0.80")),
+        Figure("warm_ranges", "warm random 1 MiB Ranges (wrk, 16 connections)", "req/s",
+               "nginx sendfile from disk", Target(">=", 0.60, ">= 0.60")),
+        Figure("cold_get_count", f"16 concurrent cold GETs of one {conc} object", "GETs",
+               "backend GETs allowed: 1", Target("==", 1.0, "exactly 1")),
+        Figure("conc_upload_rss", f"16 concurrent {conc} uploads, peak RSS", "MiB",
+               "limit: 800 MiB", Target("<", 1.0, "< 800 MiB")),
+    ]  # fmt: skip
+    return {f.id: f for f in figures}
