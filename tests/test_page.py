@@ -13,24 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from conftest import RunAppServer
 
 from vidproxy.app import create_app
 from vidproxy.config import Config
 from vidproxy.handlers import page
 
-CHROMIUM = "/usr/bin/chromium"
-# As root on this kind of machine: no sandbox, no GPU, and no calls home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SCREENSHOT = Path(__file__).parent / "artifacts" / "page.png"
 VIEWPORT = {"width": 1280, "height": 800}
 CLIP_SECONDS = 10

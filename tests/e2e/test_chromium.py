@@ -12,24 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 
 from .support import CLIP_SECONDS, Vidproxy, poll
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-# As root on this kind of machine: no sandbox, no GPU, and no calls home (the
-# network is closed, and Chromium would retry them all through the test).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SEEK_TO = 40.0  # seconds
 SEEK_TOLERANCE = 1.0  # seconds: currentTime lands on the frame nearest the target
 STEP_TIMEOUT_MS = 15_000  # for each of: start playing, finish seeking, play on
