@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 
 from . import profiles, report
 from .data import Pattern
-from .figures import catalogue
+from .figures import Figure, catalogue
 from .plan import Sizes
 from .procs import BenchSetupError, find_tool
 from .services import start_env
@@ -42,34 +43,22 @@ def run_bench(sizes: Sizes, out_dir: Path, only: list[str], keep: bool, profile:
     prefix = "smoke-" if sizes.name == "smoke" else ""
     for stale in out_dir.glob(f"{prefix}profile-*.txt"):
         stale.unlink()  # profiles of an earlier run would pass for this one's
-    meta = _meta(sizes)
-    figures = catalogue(sizes)
+    # SIGTERM (CI's timeout, a kill) unwinds like an error: every child is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    out = Output(out_dir, prefix, sizes, _meta(sizes), catalogue(sizes))
     root = Path(tempfile.mkdtemp(prefix="vidproxy-bench-"))
     log(f"{sizes.name} run, {sizes.runs} run(s) per figure, working in {root}")
-    pattern = Pattern()
-    profile_tops: dict[str, list[str]] = {}
-    profile_files: dict[str, str] = {}
-    extras: dict[str, list[float]] = {}
     try:
         with ExitStack() as stack:
             seeds = {BIG_KEY: sizes.throughput, CONC_KEY: sizes.concurrency}
-            env = start_env(stack, root, seeds, pattern)
+            env = start_env(stack, root, seeds, out.pattern)
             buf = memoryview(bytearray(sizes.throughput))
-            run = Run(env, sizes, pattern, figures, buf, log, extras)
-            for name, stage in STAGES.items():
-                if only and name not in only:
-                    continue
-                for index in range(sizes.runs):
-                    started = time.monotonic()
-                    stage(run, index)
-                    log(f"{name} run {index + 1}/{sizes.runs}: {time.monotonic() - started:.1f}s")
-            missed = [f.id for f in figures.values() if f.vid and f.verdict() is False]
+            run = Run(env, sizes, out.pattern, out.figures, buf, log, out.extras)
+            _run_stages(run, only)
+            missed = [f.id for f in out.figures.values() if f.vid and f.verdict() is False]
             if sizes.enforce and profile and missed:
-                summaries = profiles.profile_missed(run, missed, out_dir, prefix)
-                for figure_id, summary in summaries.items():
-                    profile_tops[figure_id] = profiles.top_lines(summary)
-                    raw = summary.name.replace(".top.txt", ".txt")
-                    profile_files[figure_id] = f"{raw}, {summary.name}"
+                out.write(final=False)  # the measurements are safe before profiling starts
+                out.add_profiles(profiles.profile_missed(run, missed, out_dir, prefix))
     except (BenchSetupError, VerifyError, TimeoutError, RuntimeError, OSError) as exc:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -78,22 +67,62 @@ def run_bench(sizes: Sizes, out_dir: Path, only: list[str], keep: bool, profile:
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    meta["load_after"] = _load()
-    ordered = list(figures.values())
-    text = report.markdown(ordered, meta, sizes.enforce, profile_tops, profile_files, extras)
-    print(text)
-    (out_dir / f"{prefix}results.md").write_text(text)
-    report.write_json(
-        out_dir / f"{prefix}results.json",
-        ordered,
-        meta,
-        {"profiles": profile_files, "diagnostics": extras},
-    )
-    title = f"vidproxy bench, {sizes.name}: {meta['date']}"
-    report.write_chart(out_dir / f"{prefix}results.png", ordered, title, sizes.enforce)
-    log(f"wrote {out_dir}/{prefix}results.{{md,json,png}}")
-    missed_any = any(f.verdict() is False for f in ordered if f.vid)
+    print(out.write(final=True))
+    missed_any = any(f.verdict() is False for f in out.figures.values() if f.vid)
     return EXIT_MISSED if sizes.enforce and missed_any else 0
+
+
+def _run_stages(run: Run, only: list[str]) -> None:
+    for name, stage in STAGES.items():
+        if only and name not in only:
+            continue
+        for index in range(run.sizes.runs):
+            started = time.monotonic()
+            stage(run, index)
+            log(f"{name} run {index + 1}/{run.sizes.runs}: {time.monotonic() - started:.1f}s")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+class Output:
+    """What a run produces, written as markdown, JSON and PNG."""
+
+    def __init__(
+        self, out_dir: Path, prefix: str, sizes: Sizes, meta: dict[str, Any], figures: dict
+    ) -> None:
+        self.out_dir = out_dir
+        self.prefix = prefix
+        self.sizes = sizes
+        self.meta = meta
+        self.figures: dict[str, Figure] = figures
+        self.pattern = Pattern()
+        self.extras: dict[str, list[float]] = {}
+        self.profile_tops: dict[str, list[str]] = {}
+        self.profile_files: dict[str, str] = {}
+
+    def add_profiles(self, summaries: dict[str, Path]) -> None:
+        for figure_id, summary in summaries.items():
+            self.profile_tops[figure_id] = profiles.top_lines(summary)
+            raw = summary.name.replace(".top.txt", ".txt")
+            self.profile_files[figure_id] = f"{raw}, {summary.name}"
+
+    def write(self, final: bool) -> str:
+        self.meta["load_after"] = _load()
+        ordered = list(self.figures.values())
+        judged = self.sizes.enforce
+        text = report.markdown(
+            ordered, self.meta, judged, self.profile_tops, self.profile_files, self.extras
+        )
+        base = self.out_dir / f"{self.prefix}results"
+        base.with_suffix(".md").write_text(text)
+        extra = {"profiles": self.profile_files, "diagnostics": self.extras}
+        report.write_json(base.with_suffix(".json"), ordered, self.meta, extra)
+        title = f"vidproxy bench, {self.sizes.name}: {self.meta['date']}"
+        report.write_chart(base.with_suffix(".png"), ordered, title, judged)
+        log(f"wrote {base}.{{md,json,png}}" + ("" if final else " (profiles to follow)"))
+        return text
 
 
 def _print_logs(root: Path) -> None:

@@ -191,6 +191,7 @@ def cold_range_stage(run: Run, index: int) -> None:
                              "vidproxy (shim) range", env.counted)),
     ])  # fmt: skip
     ms = {name: timing.ttfb * 1e3 for name, timing in got.items()}
+    os.sync()
     shim = downloads.boto3_get(env, BIG_KEY, run.buf, size, start, via_shim=True)
     check(run.buf, run.pattern, start, size, "boto3 range through bench.shim")
     run.extra("bench.shim's cost: boto3 ranged first byte through it minus direct, ms",
