@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from cache_rig import wait_for as apoll  # noqa: F401 - the one async poll of the rigs
 from conftest import free_port, wait_for_port
 from s3_proxy import HOP_BY_HOP, NO_AUTO_HEADERS
 from yarl import URL
@@ -304,20 +305,6 @@ def poll(condition: Callable[[], bool], what: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout}s: {what}")
         time.sleep(POLL_INTERVAL)
-
-
-async def apoll(condition: Callable[[], Any], what: str, within: float) -> None:
-    """Like ``poll`` inside a running loop; ``condition`` may be a coroutine function."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within}s: {what}")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 class VidproxyProcess:
