@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 
 from vidproxy.app import create_app
 from vidproxy.config import Config, load_config
+from vidproxy.protocol import JsonErrorRunner
 from vidproxy.units import MiB
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
@@ -161,16 +162,17 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
 
 
 class RunAppServer(TestServer):
-    """A TestServer that handles requests as ``web.run_app`` does in production.
+    """A TestServer that handles requests as ``server.serve`` does in production.
 
-    aiohttp's TestServer turns ``handler_cancellation`` on; ``run_app`` leaves it
+    aiohttp's TestServer turns ``handler_cancellation`` on; production leaves it
     off, so a client that hangs up does not cancel the handler (an ffmpeg upload
-    that sent its whole body and closed must still be stored).
+    that sent its whole body and closed must still be stored). The runner is
+    production's too, so what aiohttp's parser refuses is answered in JSON.
     """
 
     async def _make_runner(self, **kwargs: Any) -> AppRunner:
         kwargs["handler_cancellation"] = False
-        return await super()._make_runner(**kwargs)
+        return JsonErrorRunner(self.app, **kwargs)
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 slots, request smuggling, oversized heads, keys that try to leave their directory,
 Range garbage, and what may never show in a response header or leave S3's side.
 
-aiohttp's own parser answers malformed requests (smuggling shapes, oversized heads)
-before vidproxy sees them, with a plain-text 400 and a closed connection: those
-tests check the status, the speed and the close, not a JSON body.
+aiohttp's own parser refuses malformed requests (smuggling shapes, oversized heads)
+before any route runs; vidproxy.protocol makes that answer JSON too, with a fixed
+message per kind and a closed connection: those tests check the status, the body,
+the speed and the close.
 """
 
 from __future__ import annotations
@@ -344,6 +345,31 @@ async def exchange(port: int, data: bytes) -> tuple[int, bytes, bool]:
         writer.close()
 
 
+PARSER_MESSAGES = {
+    "request line or header line too long",
+    "invalid HTTP method",
+    "malformed request line",
+    "invalid header",
+    "malformed HTTP request",
+}
+
+
+def malformed_answer(received: bytes) -> str:
+    """Check ``received`` is one JSON 400 ``malformed_request`` that says it closes;
+    returns its message."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    assert lines[0].split(" ", 2)[1] == "400"
+    assert headers["content-type"].startswith("application/json")
+    assert headers["connection"].lower() == "close"
+    assert len(body) == int(headers["content-length"])  # one answer, nothing after it
+    answer = json.loads(body)
+    assert set(answer) == {"error", "message"} and answer["error"] == "malformed_request"
+    assert answer["message"] in PARSER_MESSAGES
+    return str(answer["message"])
+
+
 @pytest.fixture
 async def with_victim(
     make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
@@ -359,44 +385,70 @@ async def test_smuggling_shapes_get_400_close_and_run_nothing_smuggled(
 ) -> None:
     head = f"PUT /videos/{KEY} HTTP/1.1\r\nHost: x\r\n".encode()
     started = time.monotonic()
-    status, _, closed = await exchange(with_victim.port, head + SMUGGLING[case] + SMUGGLED)
+    status, received, closed = await exchange(with_victim.port, head + SMUGGLING[case] + SMUGGLED)
     assert status == 400
+    malformed_answer(received)
     assert closed and time.monotonic() - started < QUICK
     assert await stored(with_victim, VICTIM) == OLD
     assert await stored(with_victim) is None
 
 
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
+TOO_LONG = "request line or header line too long"
+GARBLED_HEADS = [
+    pytest.param(
         b"GET /videos/a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        TOO_LONG,
+        id="long-header",
+    ),
+    pytest.param(
         b"GET /videos/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a" * 9000 + b"\r\n\r\n",
+        TOO_LONG,
+        id="long-authorization",
+    ),
+    pytest.param(
         b"GET /videos/a HTTP/1.1\r\nHost: x\r\n"
         + b"".join(b"X-H%d: v\r\n" % i for i in range(200))
         + b"\r\n",
-        b"GET /videos/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "malformed HTTP request",
+        id="many-headers",
+    ),
+    pytest.param(
+        b"GET /videos/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", TOO_LONG, id="long-url"
+    ),
+    pytest.param(
         b"GET /videos?prefix=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        TOO_LONG,
+        id="long-query",
+    ),
+    pytest.param(
         b"PUT /videos/a HTTP/1.1\nHost: x\nContent-Length: 1\n\nx",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS hello
-        b"GET /videos/a HTTP/9.9\r\nHost: x\r\n\r\n",
-    ],
-    ids=[
-        "long-header",
-        "long-authorization",
-        "many-headers",
-        "long-url",
-        "long-query",
-        "bare-lf",
-        "tls",
-        "http-9.9",
-    ],
-)
-async def test_oversized_or_garbled_heads_get_4xx_quickly_and_close(
-    with_victim: Client, request_bytes: bytes
+        "malformed request line",
+        id="bare-lf",
+    ),
+    pytest.param(
+        b"G<T /videos/a HTTP/1.1\r\nHost: x\r\n\r\n", "invalid HTTP method", id="bad-method"
+    ),
+    pytest.param(b"hello there\r\n\r\n", "invalid HTTP method", id="garbage-line"),
+    pytest.param(
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+        "invalid HTTP method",
+        id="tls-hello",
+    ),
+    pytest.param(
+        b"GET /videos/a HTTP/9.9\r\nHost: x\r\n\r\n", "malformed request line", id="http-9.9"
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "message"), GARBLED_HEADS)
+async def test_oversized_or_garbled_heads_get_a_json_400_quickly_and_close(
+    with_victim: Client, request_bytes: bytes, message: str
 ) -> None:
     started = time.monotonic()
-    status, _, closed = await exchange(with_victim.port, request_bytes)
-    assert 400 <= status < 500
+    status, received, closed = await exchange(with_victim.port, request_bytes)
+    assert status == 400
+    # A fixed text per kind: never the bytes that were sent.
+    assert malformed_answer(received) == message
     assert closed and time.monotonic() - started < QUICK
     assert (await with_victim.get("/healthz")).status == 200
 

@@ -14,6 +14,7 @@ from .appkeys import IN_FLIGHT
 from .config import Config
 from .limits import InFlight
 from .logs import AccessLogger
+from .protocol import JsonErrorRunner
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ CANCEL_GRACE_SECONDS = 5.0
 async def serve(app: web.Application, config: Config) -> None:
     in_flight = app[IN_FLIGHT]
     app.on_response_prepare.append(_close_when_draining)
-    runner = web.AppRunner(
+    # aiohttp's parser-level rejections answer in JSON like everything else.
+    runner = JsonErrorRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,
