@@ -1,15 +1,18 @@
-"""One fill: a single full-object GET streamed into a temp file that readers follow.
+"""One fill: a single full-object GET written to a temp file that readers follow.
 
-Every reader, the one that caused the miss included, reads the growing temp
-file through its own descriptor, so a fill never waits for a slow client and a
-client that leaves does not stop the fill. Bytes a reader needs that the fill
-will not provide (the fill failed, or a disk error stopped it) come straight
-from the backend, so the client still gets every byte.
+Bytes are readable as soon as they arrive: the newest ones are kept in memory
+for readers at the front (the client that caused the miss, typically), so the
+first byte does not wait for a disk write; readers further behind read the
+temp file. A fill never waits for a slow client, and a client that leaves
+does not stop it. Bytes a reader needs that the fill will not provide (the
+fill failed, or a disk error stopped it) come straight from the backend, so
+the client still gets every byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -22,55 +25,94 @@ from ..units import MiB
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 * MiB
-# Writes are batched to about this size, one thread hop each.
+# Bytes are written in batches of about this size, one thread hop each; the
+# next batch arrives while the previous one is written.
 WRITE_BATCH = 1 * MiB
+# Written bytes stay in memory this long behind the newest, for readers that
+# are a little behind the front.
+KEEP_BEHIND = 2 * MiB
 
 
 class Fill:
-    def __init__(self, info: ObjectInfo, source: ObjectReader, temp: Path, fd: int) -> None:
+    def __init__(self, info: ObjectInfo, source: ObjectReader, temp: Path) -> None:
         self.info = info
         self.source = source  # serves ranges the fill cannot, pinned to info.etag
         self.temp = temp
-        self.filled = 0
+        self.filled = 0  # bytes readers can have: in memory or in the temp file
+        self.written = 0  # bytes in the temp file
         self.complete = False
         self.ended = False  # complete, failed or cancelled: no more bytes will come
         self.stale = False  # the key was written meanwhile: do not commit
         self.readers = 0
-        self._fd = fd  # created by the caller with create_temp()
-        self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        # The newest chunks, contiguous up to ``filled``: everything not yet
+        # written, and up to KEEP_BEHIND bytes that are.
+        self._offsets: list[int] = []
+        self._chunks: list[bytes] = []
+        self._unsent = 0  # offset of the first byte not yet handed to a write
+        self._writing: asyncio.Future[int] | None = None
+        self._fd: int | None = None  # opened by the first write, off the event loop
+        self._closing = False
+        self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         """Copy ``chunks`` into the temp file; raises unless all ``info.size`` bytes got in."""
         try:
-            await self._copy(chunks)
+            async for chunk in chunks:
+                self._receive(chunk)
+                if self.filled - self._unsent >= WRITE_BATCH:
+                    await self._flush()
             if self.filled != self.info.size:
                 raise OSError(f"the backend sent {self.filled} of {self.info.size} bytes")
-            await asyncio.to_thread(os.fsync, self._fd)
+            await self._flush()
+            await self._settle()
+            await asyncio.to_thread(os.fsync, self._fd)  # type: ignore[arg-type]
             self.complete = True
         finally:
             self.ended = True
             self._notify()
+            if self._writing is not None:
+                # Not cancelled with us: the thread would go on writing anyway.
+                await asyncio.gather(asyncio.shield(self._writing), return_exceptions=True)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    async def _copy(self, chunks: AsyncIterator[bytes]) -> None:
-        batch: list[bytes] = []
-        batched = 0
-        async for chunk in chunks:
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= WRITE_BATCH:
-                await self._write(b"".join(batch))
-                batch, batched = [], 0
-        if batch:
-            await self._write(b"".join(batch))
-
-    async def _write(self, data: bytes) -> None:
-        await asyncio.to_thread(_pwrite_all, self._fd, data, self.filled)
-        self.filled += len(data)
+    def _receive(self, chunk: bytes) -> None:
+        self._offsets.append(self.filled)
+        self._chunks.append(chunk)
+        self.filled += len(chunk)
         self._notify()
+
+    async def _flush(self) -> None:
+        """Start writing what has arrived, once the previous write is done."""
+        await self._settle()
+        # Writes end on chunk boundaries: the batch is every chunk from _unsent on.
+        batch = self._chunks[bisect.bisect_left(self._offsets, self._unsent) :]
+        offset, self._unsent = self._unsent, self.filled
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch, offset))
+
+    async def _settle(self) -> None:
+        """Wait for the write in progress, if any."""
+        if self._writing is None:
+            return
+        # Shielded: a cancelled fill must still know when the thread is done
+        # with the descriptor (see ``run``).
+        self.written = await asyncio.shield(self._writing)
+        self._writing = None
+        self._forget_written()
+
+    def _write(self, batch: list[bytes], offset: int) -> int:
+        if self._fd is None:
+            self._fd = create_temp(self.temp)
+        _pwrite_all(self._fd, batch, offset)
+        return offset + sum(len(chunk) for chunk in batch)
+
+    def _forget_written(self) -> None:
+        keep_from = bisect.bisect_right(self._offsets, self.written - KEEP_BEHIND) - 1
+        if keep_from > 0:
+            del self._offsets[:keep_from]
+            del self._chunks[:keep_from]
 
     def _notify(self) -> None:
         self._progress.set_result(None)
@@ -81,29 +123,42 @@ class Fill:
         while self.filled <= offset and not self.ended:
             await asyncio.shield(self._progress)
 
-    def open_reader(self) -> int:
-        """A descriptor of the temp file for one reader; it outlives the rename
-        and the fill's own descriptor."""
-        self.readers += 1
-        return os.dup(self._fd)
+    async def read(self, position: int, limit: int) -> bytes | memoryview:
+        """Up to ``limit`` bytes from ``position`` (< ``filled``): from memory if
+        they are still there, else from the temp file."""
+        index = bisect.bisect_right(self._offsets, position) - 1
+        if index >= 0:
+            start = position - self._offsets[index]
+            return memoryview(self._chunks[index])[start : start + limit]
+        size = min(limit, self.written - position)
+        return await asyncio.to_thread(os.pread, self._fd, size, position)  # type: ignore[arg-type]
 
-    def close_reader(self, fd: int) -> None:
-        os.close(fd)
+    def open_reader(self) -> None:
+        self.readers += 1
+
+    def close_reader(self) -> None:
         self.readers -= 1
+        self._close_when_unused()
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the temp file once no reader is left (it outlives the rename)."""
+        self._closing = True
+        self._close_when_unused()
+
+    def _close_when_unused(self) -> None:
+        if self._closing and self.readers == 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-async def read_following(fill: Fill, fd: int, byte_range: ByteRange) -> AsyncIterator[bytes]:
-    """Yield ``byte_range`` from the fill's temp file (through ``fd``) as it grows."""
+async def read_following(fill: Fill, byte_range: ByteRange) -> AsyncIterator[bytes | memoryview]:
+    """Yield ``byte_range`` of the fill's object as the fill brings it in."""
     position = byte_range.start
     while position < byte_range.stop:
         await fill.wait_past(position)
         if fill.filled <= position:
             break  # the fill ended short of us: the backend serves the rest
-        size = min(READ_CHUNK, byte_range.stop - position, fill.filled - position)
-        data = await asyncio.to_thread(os.pread, fd, size, position)
+        data = await fill.read(position, min(READ_CHUNK, byte_range.stop - position))
         if not data:
             break
         position += len(data)
@@ -118,9 +173,13 @@ def create_temp(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
+def _pwrite_all(fd: int, batch: list[bytes], offset: int) -> None:
+    views = [memoryview(chunk) for chunk in batch]
+    while views:
+        written = os.pwritev(fd, views, offset)
         offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

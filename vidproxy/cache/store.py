@@ -37,7 +37,7 @@ from ..storage.base import (
 )
 from ..units import MiB
 from .disk import CacheDir, StoredEntry, touch
-from .fill import Fill, create_temp, read_following
+from .fill import Fill, read_following
 
 log = logging.getLogger(__name__)
 
@@ -208,62 +208,70 @@ class CachingStore:
         return reader
 
     async def _follow(self, fill: Fill) -> ObjectReader:
-        return _FillReader(self, fill, None)
+        return _FillReader(self, fill)
 
     async def _miss(self, key: str, hint: RangeSpec | None) -> ObjectReader:
+        # Until the fill exists, requests for this key wait for it here rather
+        # than fetch the object a second time.
         starting = self._starting[key] = asyncio.get_running_loop().create_future()
         writes_before = self._writes
+        if _far_ahead(hint, 0):
+            return await self._miss_far_ahead(key, hint, writes_before, starting)
         try:
-            full, direct = await self._open_for_fill(key, hint)
-            if direct is not None and direct.info.etag != full.info.etag:
-                await full.aclose()  # changed between the two GETs: serve, don't cache
-                return _labelled(direct)
-            if not await self._make_room(full.info.size):
-                if direct is not None:
-                    await full.aclose()
-                return _labelled(direct or full)
+            full = await self._inner.open(key, None)
             try:
-                fill = await self._start_fill(key, full)
-            except OSError as exc:
-                log.error("cache: cannot start a fill of %r: %s", key, exc)
-                if direct is not None:
-                    await full.aclose()  # else its S3 connection stays taken
-                return _labelled(direct or full)
-            fill.stale = self._writes != writes_before
-            if fill.stale:
-                # Written while we opened it: this reader may have the old bytes it
-                # asked for first, but no request after the write may join them.
-                del self._fills[key]
-            return _FillReader(self, fill, direct)
+                fill = await self._begin_fill(key, full, writes_before)
+            except BaseException:
+                await full.aclose()
+                raise
         finally:
-            del self._starting[key]
-            starting.set_result(None)
+            self._started(key, starting)
+        return _labelled(full) if fill is None else _FillReader(self, fill)
 
-    async def _open_for_fill(
-        self, key: str, hint: RangeSpec | None
-    ) -> tuple[ObjectReader, ObjectReader | None]:
-        if not _far_ahead(hint, 0):
-            return await self._inner.open(key, None), None
-        # Both at once: the client's range answers now, the full GET fills.
-        results = await asyncio.gather(
-            self._inner.open(key, None), self._inner.open(key, hint), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            for r in results:
-                if not isinstance(r, BaseException):
-                    await r.aclose()
-            raise errors[0]
-        full, direct = results
-        return full, direct  # type: ignore[return-value]
+    async def _miss_far_ahead(
+        self, key: str, hint: RangeSpec | None, writes_before: int, starting: asyncio.Future[None]
+    ) -> ObjectReader:
+        try:
+            direct = await self._inner.open(key, hint)
+        except BaseException:
+            self._started(key, starting)
+            raise
+        # The client's range answers at once; the fill's own GET follows it.
+        self._spawn(self._fill_behind(key, writes_before, starting))
+        return _labelled(direct)
 
-    async def _start_fill(self, key: str, full: ObjectReader) -> Fill:
-        temp = self._disk.temp_path(key)
-        fd = await asyncio.to_thread(create_temp, temp)
+    async def _fill_behind(
+        self, key: str, writes_before: int, starting: asyncio.Future[None]
+    ) -> None:
+        try:
+            # Without fill_on_disconnect a fill runs only for clients that read
+            # it, and a range far ahead reads the backend instead.
+            if self._cfg.fill_on_disconnect:
+                full = await self._inner.open(key, None)
+                if await self._begin_fill(key, full, writes_before) is None:
+                    await full.aclose()
+        except Exception as exc:
+            log.warning("cache: cannot start a fill of %r: %s", key, exc)
+        finally:
+            self._started(key, starting)
+
+    def _started(self, key: str, starting: asyncio.Future[None]) -> None:
+        del self._starting[key]
+        starting.set_result(None)
+
+    async def _begin_fill(self, key: str, full: ObjectReader, writes_before: int) -> Fill | None:
+        """Start filling from ``full`` (a whole-object GET), or None if it cannot be cached."""
+        if not await self._make_room(full.info.size):
+            return None
         chunks = await full.stream(None)
-        fill = Fill(full.info, full, temp, fd)
+        fill = Fill(full.info, full, self._disk.temp_path(key))
         self._fills[key] = fill
         fill.task = asyncio.create_task(self._run_fill(key, fill, chunks))
+        fill.stale = self._writes != writes_before
+        if fill.stale:
+            # Written while we opened it: this reader may have the old bytes it
+            # asked for first, but no request after the write may join them.
+            del self._fills[key]
         return fill
 
     async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[bytes]) -> None:
@@ -298,8 +306,8 @@ class CachingStore:
         self._drop(key)
         self._add(entry)
 
-    def _release_fill(self, fill: Fill, fd: int) -> None:
-        fill.close_reader(fd)
+    def _release_fill(self, fill: Fill) -> None:
+        fill.close_reader()
         idle = fill.readers == 0 and not fill.ended
         if idle and not self._cfg.fill_on_disconnect and fill.task is not None:
             fill.task.cancel()
@@ -313,7 +321,7 @@ class CachingStore:
         return await self._evict_until(size)
 
     async def _evict_until(self, incoming: int) -> bool:
-        pending = sum(f.info.size - f.filled for f in self._fills.values())
+        pending = sum(f.info.size - f.written for f in self._fills.values())
         reserved = sum(f.info.size for f in self._fills.values())
         # statvfs reads the filesystem's counters and never waits on the disk;
         # a thread hop here cost a seeking client ~10 ms on a busy loop.
@@ -405,28 +413,23 @@ class _HitReader:
 
 
 class _FillReader:
-    """Reads an object that is being filled: from the temp file as it grows, or,
-    for a range far ahead of it, from the backend directly."""
+    """Reads an object that is being filled: as the fill brings it in, or, for a
+    range far ahead of it, from the backend directly."""
 
     cache_status = "MISS"
     local_path = None
 
-    def __init__(self, store: CachingStore, fill: Fill, direct: ObjectReader | None) -> None:
+    def __init__(self, store: CachingStore, fill: Fill) -> None:
         self._store = store
         self._fill = fill
-        self._direct = direct
         self.info = fill.info
-        # Our own descriptor, taken now: the fill may close its own at any await.
-        self._fd = fill.open_reader()
+        fill.open_reader()  # now: the fill may end at any await
 
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes | memoryview]:
         wanted = byte_range or ByteRange(0, self.info.size)
         if wanted.start > self._fill.filled + READAHEAD and not self._fill.complete:
-            source = self._direct or self._fill.source
-            return await source.stream(byte_range)
-        return read_following(self._fill, self._fd, wanted)
+            return await self._fill.source.stream(byte_range)
+        return read_following(self._fill, wanted)
 
     async def aclose(self) -> None:
-        if self._direct is not None:
-            await self._direct.aclose()
-        self._store._release_fill(self._fill, self._fd)
+        self._store._release_fill(self._fill)

@@ -1,0 +1,177 @@
+"""``Fill`` on its own: bytes readable as they arrive, from memory at the front
+and from the temp file behind it, and every byte even when the disk fails.
+
+The backend here is a list of chunks handed over one step at a time, so a test
+decides exactly how far the fill has got; the S3 path is covered over HTTP in
+test_cache.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cache_rig import random_bytes
+
+from vidproxy.cache.fill import KEEP_BEHIND, WRITE_BATCH, Fill, read_following
+from vidproxy.conditions import ByteRange
+from vidproxy.storage.base import ObjectInfo
+from vidproxy.units import KiB, MiB
+
+CHUNK = 100 * KiB  # not a divisor of the batch size, so batches end mid-way
+
+
+class Backend:
+    """An object handed out in chunks, ``release``d a few at a time."""
+
+    def __init__(self, body: bytes, chunk: int = CHUNK) -> None:
+        self.body = body
+        self._chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+        self._released = asyncio.Semaphore(0)
+        self.ranges: list[ByteRange] = []
+
+    def release(self, chunks: int = 1_000_000) -> None:
+        for _ in range(chunks):
+            self._released.release()
+
+    async def chunks(self, stop_after: int | None = None) -> AsyncIterator[bytes]:
+        for number, chunk in enumerate(self._chunks):
+            if number == stop_after:
+                return
+            await self._released.acquire()
+            yield chunk
+
+    # ObjectReader, for the bytes the fill does not bring
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        wanted = byte_range or ByteRange(0, len(self.body))
+        self.ranges.append(wanted)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield self.body[wanted.start : wanted.stop]
+
+        return gen()
+
+
+def make_fill(tmp_path: Path, backend: Backend) -> Fill:
+    info = ObjectInfo("a.mp4", len(backend.body), '"tag"', datetime.now(UTC), "video/mp4", None)
+    return Fill(info, backend, tmp_path / "fill.tmp")  # type: ignore[arg-type]
+
+
+async def read_all(fill: Fill, byte_range: ByteRange) -> bytes:
+    return b"".join([bytes(piece) async for piece in read_following(fill, byte_range)])
+
+
+async def test_the_whole_object_reaches_readers_and_the_temp_file(tmp_path: Path) -> None:
+    backend = Backend(random_bytes(7 * MiB + 5, 1))
+    fill = make_fill(tmp_path, backend)
+    reader = asyncio.create_task(read_all(fill, ByteRange(0, len(backend.body))))
+    backend.release()
+
+    await fill.run(backend.chunks())
+
+    assert fill.complete and fill.written == len(backend.body)
+    assert (tmp_path / "fill.tmp").read_bytes() == backend.body
+    assert await reader == backend.body
+    assert backend.ranges == []  # nothing came from outside the fill
+
+
+async def test_the_first_bytes_are_readable_before_anything_is_written(tmp_path: Path) -> None:
+    backend = Backend(random_bytes(3 * MiB, 2))
+    fill = make_fill(tmp_path, backend)
+    running = asyncio.create_task(fill.run(backend.chunks()))
+    backend.release(1)
+
+    await fill.wait_past(0)
+    first = await fill.read(0, CHUNK)
+
+    assert bytes(first) == backend.body[:CHUNK]
+    assert fill.written == 0  # a batch is not full yet: the bytes came from memory
+    backend.release()
+    await running
+
+
+async def test_a_reader_far_behind_the_front_reads_the_temp_file(tmp_path: Path) -> None:
+    body = random_bytes(KEEP_BEHIND + 4 * WRITE_BATCH + 7, 3)
+    backend = Backend(body)
+    fill = make_fill(tmp_path, backend)
+    running = asyncio.create_task(fill.run(backend.chunks()))
+    backend.release()
+    await running
+
+    # By now the first bytes have left memory; they must come from the file.
+    assert await read_all(fill, ByteRange(0, len(body))) == body
+    assert await read_all(fill, ByteRange(123, 456_789)) == body[123:456_789]
+
+
+async def test_readers_joining_at_every_stage_get_their_bytes(tmp_path: Path) -> None:
+    body = random_bytes(6 * MiB + 77, 4)
+    backend = Backend(body)
+    fill = make_fill(tmp_path, backend)
+    running = asyncio.create_task(fill.run(backend.chunks()))
+    wanted = [
+        ByteRange(0, len(body)),
+        ByteRange(MiB + 1, 5 * MiB),
+        ByteRange(len(body) - 9, len(body)),
+    ]
+    readers = []
+    for step in range(1, 9):
+        readers += [asyncio.create_task(read_all(fill, r)) for r in wanted]
+        backend.release(8)
+        await fill.wait_past(step * 8 * CHUNK - 1)  # the next readers join further on
+    backend.release()
+    await running
+
+    results = await asyncio.gather(*readers)
+
+    assert results == [body[r.start : r.stop] for r in wanted] * 8
+
+
+async def test_an_empty_object_leaves_an_empty_temp_file(tmp_path: Path) -> None:
+    backend = Backend(b"")
+    fill = make_fill(tmp_path, backend)
+
+    await fill.run(backend.chunks())
+
+    assert fill.complete and (tmp_path / "fill.tmp").read_bytes() == b""
+
+
+async def test_a_backend_that_ends_short_fails_the_fill_and_readers_get_the_rest(
+    tmp_path: Path,
+) -> None:
+    body = random_bytes(3 * MiB, 5)
+    backend = Backend(body)
+    fill = make_fill(tmp_path, backend)
+    reader = asyncio.create_task(read_all(fill, ByteRange(0, len(body))))
+    backend.release()
+
+    try:
+        await fill.run(backend.chunks(stop_after=12))
+    except OSError as exc:
+        assert "sent" in str(exc)
+    else:
+        raise AssertionError("a short body must fail the fill")
+
+    assert not fill.complete and fill.ended
+    assert await reader == body
+    assert backend.ranges == [ByteRange(12 * CHUNK, len(body))]
+
+
+async def test_a_disk_that_refuses_the_temp_file_still_gives_every_byte(tmp_path: Path) -> None:
+    body = random_bytes(3 * MiB, 6)
+    backend = Backend(body)
+    info = ObjectInfo("a.mp4", len(body), '"tag"', datetime.now(UTC), "video/mp4", None)
+    fill = Fill(info, backend, tmp_path / "missing-dir" / "fill.tmp")  # type: ignore[arg-type]
+    reader = asyncio.create_task(read_all(fill, ByteRange(0, len(body))))
+    backend.release()
+
+    try:
+        await fill.run(backend.chunks())
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the temp file cannot be created")
+
+    assert not fill.complete and fill.written == 0
+    assert await reader == body
