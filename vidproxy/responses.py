@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from .conditions import ByteRange, Plan, plan_response
 from .errors import VidproxyError
-from .storage.base import ObjectInfo, ObjectReader
+from .storage.base import ObjectInfo, ObjectReader, close_stream
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +104,9 @@ async def _stream(
             request.transport.abort()
         return response
     finally:
-        await _aclose(chunks)
+        await close_stream(chunks)
     await response.write_eof()
     return response
-
-
-async def _aclose(chunks: AsyncIterator[bytes]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
 
 
 async def _prepare_file(

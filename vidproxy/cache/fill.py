@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ..conditions import ByteRange
-from ..storage.base import ObjectInfo, ObjectReader
+from ..storage.base import ObjectInfo, ObjectReader, close_stream
 from ..units import MiB
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ class Fill:
             if self._writing is not None:
                 # Not cancelled with us: the thread would go on writing anyway.
                 await asyncio.gather(asyncio.shield(self._writing), return_exceptions=True)
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(chunks)
 
     def _receive(self, chunk: bytes) -> None:
         self._offsets.append(self.filled)

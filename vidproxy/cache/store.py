@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from ..storage.base import (
     StoredObject,
     StoreStats,
     UploadSource,
+    close_stream,
 )
 from ..units import MiB
 from .disk import CacheDir, StoredEntry, touch
@@ -236,9 +237,9 @@ class CachingStore:
         except BaseException:
             self._started(key, starting)
             raise
-        # The client's range answers at once; the fill's own GET follows it.
-        self._spawn(self._fill_behind(key, writes_before, starting))
-        return _labelled(direct)
+        return _FarRangeReader(
+            direct, lambda: self._spawn(self._fill_behind(key, writes_before, starting))
+        )
 
     async def _fill_behind(
         self, key: str, writes_before: int, starting: asyncio.Future[None]
@@ -433,3 +434,38 @@ class _FillReader:
 
     async def aclose(self) -> None:
         self._store._release_fill(self._fill)
+
+
+class _FarRangeReader:
+    """A range far ahead of any fill, answered by its own GET. The fill's GET
+    goes out once the range's first bytes have: preparing an S3 request holds
+    the event loop for milliseconds, and a seeking player is waiting."""
+
+    cache_status = "MISS"
+    local_path = None
+
+    def __init__(self, direct: ObjectReader, start_fill: Callable[[], None]) -> None:
+        self._direct = direct
+        self._start_fill: Callable[[], None] | None = start_fill
+        self._chunks: AsyncIterator[bytes] | None = None
+        self.info = direct.info
+
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
+        self._chunks = await self._direct.stream(byte_range)
+        return self._fill_after_first(self._chunks)
+
+    async def _fill_after_first(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+            self._fill()  # the first chunk has been written by now
+
+    def _fill(self) -> None:
+        if self._start_fill is not None:
+            self._start_fill, start = None, self._start_fill
+            start()
+
+    async def aclose(self) -> None:
+        self._fill()  # answers without a body (304, 412) start it too
+        if self._chunks is not None:
+            await close_stream(self._chunks)  # closing our wrapper may not have
+        await self._direct.aclose()

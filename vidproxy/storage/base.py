@@ -108,6 +108,14 @@ class ObjectReader(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def close_stream(chunks: AsyncIterator[bytes]) -> None:
+    """Close what ``ObjectReader.stream`` returned, read to the end or not: an S3
+    body left open keeps its pooled connection."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class UploadSource(Protocol):
     """A request body, read in pieces of the store's choosing."""
 
