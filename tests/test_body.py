@@ -105,6 +105,18 @@ async def test_expect_100_continue_upload_round_trips(
     assert await stored(client) == body
 
 
+@pytest.mark.parametrize("chunked_body", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_of_more_parts_than_part_buffers_round_trips(
+    client: Client, chunked_body: bool
+) -> None:
+    # Seven parts through three reused part buffers (upload_concurrency 2, plus one).
+    body = payload(6 * PART_SIZE + 12345, seed=7)
+    response = await client.put(f"/videos/{KEY}", data=pieces(body) if chunked_body else body)
+    assert response.status == 201
+    assert (await response.json())["sha256"] == sha256(body)
+    assert await stored(client) == body
+
+
 async def test_zero_byte_chunked_body_is_stored(client: Client, raw_connect: Connect) -> None:
     connection = await raw_connect(client)
     await connection.send_head("PUT", f"/videos/{KEY}", {"Transfer-Encoding": "chunked"})

@@ -35,7 +35,9 @@ class RequestBody:
         self.expected_sha256 = _expected_sha256(request)
         if self.content_length is not None and self.content_length > max_bytes:
             raise TooLarge(f"the body is larger than the {max_bytes}-byte limit")
-        self._pending = b""  # bytes peeked but not yet handed out
+        # Received but not yet handed out: what peek() saw, or the tail of a piece
+        # that did not fit the last buffer (a view, so no copy).
+        self._pending = memoryview(b"")
         self._received = 0
         self._hasher = hashlib.sha256()
         self._hashing: asyncio.Future[None] | None = None
@@ -44,39 +46,44 @@ class RequestBody:
     async def peek(self, n: int) -> bytes:
         """The first ``n`` bytes (fewer if the body is shorter), without consuming them."""
         while len(self._pending) < n:
-            chunk = await self._read_some(n - len(self._pending))
-            if not chunk:
+            piece = await self._read_some()
+            if not piece:
                 break
-            self._pending += chunk
-        return self._pending[:n]
+            self._pending = memoryview(bytes(self._pending) + piece)
+        return bytes(self._pending[:n])
+
+    async def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer``; fewer bytes only at the end of the body, 0 once it is
+        complete. Each byte is copied once, from aiohttp's piece into ``buffer``."""
+        # The caller may hand back a buffer it gave before: its hash must be done.
+        await self._hashed()
+        filled = 0
+        while filled < len(buffer):
+            piece = self._pending or memoryview(await self._read_some())
+            if not piece:
+                break
+            n = min(len(piece), len(buffer) - filled)
+            buffer[filled : filled + n] = piece[:n]
+            self._pending = piece[n:]
+            filled += n
+        self._hash(buffer[:filled])
+        if filled < len(buffer) and self._digest is None:
+            await self._finish()
+        return filled
 
     async def read(self, n: int) -> bytes:
-        pieces = [self._pending[:n]] if self._pending else []
-        self._pending = self._pending[n:]
-        got = len(pieces[0]) if pieces else 0
-        at_end = False
-        while got < n:
-            chunk = await self._read_some(n - got)
-            if not chunk:
-                at_end = True
-                break
-            pieces.append(chunk)
-            got += len(chunk)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        await self._hash(data)
-        if at_end and self._digest is None:
-            await self._finish()
-        return data
+        buffer = memoryview(bytearray(n))
+        return bytes(buffer[: await self.readinto(buffer)])
 
     def sha256(self) -> str:
         if self._digest is None:
             raise RuntimeError("the body has not been read to the end")
         return self._digest
 
-    async def _read_some(self, n: int) -> bytes:
+    async def _read_some(self) -> bytes:
         try:
             async with asyncio.timeout(self._read_timeout):
-                chunk = await self._content.read(n)
+                chunk = await self._next_piece()
         except ConnectionResetError:
             chunk = self._salvage_complete_body()
         except TimeoutError:
@@ -85,6 +92,15 @@ class RequestBody:
         if self._received > self._max_bytes:
             raise TooLarge(f"the body is larger than the {self._max_bytes}-byte limit")
         return chunk
+
+    async def _next_piece(self) -> bytes:
+        # readchunk() hands over aiohttp's pieces as they came; read(n) and
+        # readany() join whatever is buffered, one more copy of every byte.
+        while not self._content.at_eof():
+            piece, end_of_http_chunk = await self._content.readchunk()
+            if piece or not end_of_http_chunk:
+                return piece  # b"" without a chunk end: the body is complete
+        return b""
 
     def _salvage_complete_body(self) -> bytes:
         # ffmpeg sends a whole chunked body, terminator included, then closes its
@@ -96,20 +112,22 @@ class RequestBody:
         self._content._exception = None  # type: ignore[attr-defined]
         return self._content.read_nowait()
 
-    async def _hash(self, data: bytes) -> None:
-        # At most one piece waits for the hasher: it overlaps with reading the
-        # next piece, and hashing cannot fall behind by more than that.
-        if self._hashing is not None:
-            await self._hashing
-            self._hashing = None
+    def _hash(self, data: memoryview) -> None:
+        # A big piece hashes in a thread while the next one is received; the
+        # next readinto waits for it, so a reused buffer is never overwritten
+        # while it is being hashed.
         if len(data) < _THREAD_HASH_BYTES:
             self._hasher.update(data)
         else:
             self._hashing = asyncio.ensure_future(asyncio.to_thread(self._hasher.update, data))
 
-    async def _finish(self) -> None:
+    async def _hashed(self) -> None:
         if self._hashing is not None:
             await self._hashing
+            self._hashing = None
+
+    async def _finish(self) -> None:
+        await self._hashed()
         if self.content_length is not None and self._received != self.content_length:
             raise IncompleteBody(
                 f"received {self._received} of {self.content_length} declared bytes"

@@ -128,6 +128,13 @@ class UploadSource(Protocol):
         so a store that reads to ``b""`` has a verified body."""
         ...
 
+    async def readinto(self, buffer: memoryview) -> int:
+        """``read`` into the caller's buffer: fills it, fewer bytes only at the end,
+        0 once the body is complete. The source may go on reading ``buffer`` (to
+        hash it) until the next call, which waits for that: so the caller may pass
+        the same buffer again."""
+        ...
+
     def sha256(self) -> str:
         """Hex SHA-256 of the whole body; valid once ``read`` returned ``b""``."""
         ...

@@ -13,10 +13,87 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+from ..units import KiB
+
 log = logging.getLogger(__name__)
+
+# A part goes to the socket in slices this large. One big write would have
+# Python 3.11's transport copy the unsent rest of the part into its own buffer
+# and hold it there; a slice at a time keeps that buffer small.
+SEND_SLICE = 256 * KiB
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
 Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+class PartBuffers:
+    """At most ``count`` part buffers at once, reused from part to part: an
+    upload's memory stays flat however long the body, and no part is allocated,
+    filled and freed again for every 8 MiB."""
+
+    def __init__(self, count: int) -> None:
+        self._free: list[bytearray] = []
+        self._available = asyncio.Semaphore(count)
+
+    async def take(self, size: int) -> memoryview:
+        await self._available.acquire()
+        buffer = self._free.pop() if self._free else bytearray(size)
+        if len(buffer) < size:  # parts grow on a long chunked upload
+            buffer = bytearray(size)
+        return memoryview(buffer)[:size]
+
+    def give_back(self, view: memoryview) -> None:
+        self._free.append(view.obj)  # type: ignore[arg-type]
+        self._available.release()
+
+
+class PartBody(Payload):
+    """A part's bytes, sent without copies. For botocore a file-like object (its
+    length, and ``seek(0)`` to send it again on a retry); for aiohttp a payload
+    that writes it to the socket in slices, straight from the part buffer."""
+
+    _autoclose = True  # nothing to close: the buffer belongs to PartBuffers
+
+    def __init__(self, data: memoryview) -> None:
+        super().__init__(data)
+        self._value: memoryview = data
+        self._size = len(data)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def read(self, n: int = -1) -> bytes:
+        # Only botocore's own checksum paths read; aiohttp calls write_with_length.
+        end = len(self._value) if n < 0 else min(self._position + n, len(self._value))
+        data = bytes(self._value[self._position : end])
+        self._position = end
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._value)}
+        self._position = base[whence] + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        # All of it whatever was read: botocore sized the request with __len__.
+        data = self._value[:content_length]
+        for start in range(0, len(data), SEND_SLICE):
+            await writer.write(data[start : start + SEND_SLICE])
 
 
 class MultipartUpload:
@@ -26,6 +103,7 @@ class MultipartUpload:
         bucket: str,
         key: str,
         concurrency: int,
+        buffers: PartBuffers,
         errors: ErrorMapper,
         spawn: Spawner,
     ) -> None:
@@ -35,6 +113,7 @@ class MultipartUpload:
         self._key = key
         self._errors = errors
         self._slots = asyncio.Semaphore(concurrency)
+        self._buffers = buffers
         self._tasks: list[asyncio.Task[dict[str, Any]]] = []
         self._upload_id: str | None = None
         self.size = 0
@@ -58,16 +137,16 @@ class MultipartUpload:
             )
         return str(response["UploadId"])
 
-    async def add_part(self, data: bytes) -> None:
-        """Start uploading the next part; returns once a slot is free, so at most
-        ``concurrency`` parts are held in memory while the next one is read."""
+    async def add_part(self, data: memoryview) -> None:
+        """Start uploading the next part, a buffer from ``buffers`` that goes back
+        once the part is sent; returns once one of ``concurrency`` slots is free."""
         self._raise_failed()
         await self._slots.acquire()
         number = len(self._tasks) + 1
         self.size += len(data)
         self._tasks.append(asyncio.create_task(self._upload_part(number, data)))
 
-    async def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+    async def _upload_part(self, number: int, data: memoryview) -> dict[str, Any]:
         try:
             async with self._errors("UploadPart"):
                 response = await self._client.upload_part(
@@ -75,12 +154,13 @@ class MultipartUpload:
                     Key=self._key,
                     UploadId=self._upload_id,
                     PartNumber=number,
-                    Body=io.BytesIO(data),
+                    Body=PartBody(data),
                 )
             self.on_part_sent()
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
             self._slots.release()
+            self._buffers.give_back(data)
 
     def _raise_failed(self) -> None:
         for task in self._tasks:

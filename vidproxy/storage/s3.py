@@ -7,6 +7,8 @@ vidproxy's own at this one boundary, without S3's XML, endpoint or credentials.
 from __future__ import annotations
 
 import asyncio
+import enum
+import hashlib
 import logging
 import os
 import re
@@ -26,7 +28,7 @@ from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, Upst
 from ..media import safe_content_type
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
-from .multipart import MultipartUpload
+from .multipart import MultipartUpload, PartBuffers
 from .parts import MAX_PARTS, PartPlan
 from .sweeper import sweep_forever
 
@@ -41,6 +43,36 @@ _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class _MultipartEtags(enum.Enum):
+    """Which ETag a backend's HEAD and GET show for a multipart object."""
+
+    UNKNOWN = "unknown"  # not learned yet: ask with a HEAD
+    AS_COMPLETED = "as completed"  # Complete's "md5-N" (AWS, MinIO, moto)
+    CONTENT_MD5 = "content md5"  # the body's plain MD5 (rclone)
+    OTHER = "other"  # neither: ask with a HEAD after every upload
+
+
+class _Md5:
+    """A body's MD5, hashed part by part in a worker thread beside the upload."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5()
+        self._hashing: asyncio.Future[None] | None = None
+
+    def start(self, part: memoryview) -> None:
+        self._hashing = asyncio.ensure_future(asyncio.to_thread(self._md5.update, part))
+
+    async def wait(self) -> None:
+        """Wait until the last part is hashed, before its buffer is refilled."""
+        if self._hashing is not None:
+            await self._hashing
+            self._hashing = None
+
+    async def hexdigest(self) -> str:
+        await self.wait()
+        return self._md5.hexdigest()
 
 
 class _Unsatisfiable(Exception):
@@ -124,6 +156,7 @@ class S3Store:
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
+        self._multipart_etags = _MultipartEtags.UNKNOWN
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -230,37 +263,76 @@ class S3Store:
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
-        first = await source.read(plan.size_of(1))
+        # One part being read, the rest being sent: memory stays flat.
+        buffers = PartBuffers(self._cfg.upload_concurrency + 1)
+        first = await buffers.take(plan.size_of(1))
+        first = first[: await source.readinto(first)]
         if len(first) < plan.size_of(1):
             return await self._put_single(key, first, source, content_type, conditions)
         metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
         upload = MultipartUpload(
-            self._client, self._bucket, key, self._cfg.upload_concurrency, s3_errors, self.spawn
+            self._client,
+            self._bucket,
+            key,
+            self._cfg.upload_concurrency,
+            buffers,
+            s3_errors,
+            self.spawn,
         )
         upload.on_part_sent = self._count_part
+        md5 = _Md5() if self._multipart_etags in _NEEDS_MD5 else None
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
-            data, number = first, 1
-            while data:
-                await upload.add_part(data)
-                number += 1
-                data = await source.read(plan.size_of(min(number, MAX_PARTS)))
-                if data and number > MAX_PARTS:
-                    raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
+            await self._send_parts(upload, buffers, first, source, plan, md5)
             etag = await upload.complete(**conditions)
-        etag = await self._etag_as_read(key, etag, upload.size)
+        content_md5 = await md5.hexdigest() if md5 is not None else None
+        etag = await self._etag_as_read(key, etag, upload.size, content_md5)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
 
-    async def _etag_as_read(self, key: str, completed: str, size: int) -> str:
+    async def _send_parts(
+        self,
+        upload: MultipartUpload,
+        buffers: PartBuffers,
+        part: memoryview,
+        source: UploadSource,
+        plan: PartPlan,
+        md5: _Md5 | None,
+    ) -> None:
+        number = 1
+        while part:
+            if md5 is not None:
+                md5.start(part)
+            await upload.add_part(part)
+            number += 1
+            part = await buffers.take(plan.size_of(min(number, MAX_PARTS)))
+            if md5 is not None:
+                await md5.wait()  # the buffer may be one still being hashed
+            part = part[: await source.readinto(part)]
+            if part and number > MAX_PARTS:
+                raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
+
+    async def _etag_as_read(
+        self, key: str, completed: str, size: int, content_md5: str | None
+    ) -> str:
         """The ETag that HEAD and GET will show, so the client's If-Match,
         If-None-Match and If-Range work. AWS reports the multipart "md5-N" tag
-        everywhere; rclone answers Complete with it but HEAD/GET with the MD5."""
+        everywhere; rclone answers Complete with it but HEAD/GET with the MD5,
+        which it computes on that first HEAD (~1.6 s per GiB). The first upload
+        asks with a HEAD and learns which the backend does; later ones need not."""
+        style = self._multipart_etags
+        if style is _MultipartEtags.AS_COMPLETED:
+            return completed
+        if style is _MultipartEtags.CONTENT_MD5 and content_md5 is not None:
+            return f'"{content_md5}"'
         try:
             info = await self.head(key)
         except (NotFound, UpstreamError, UpstreamUnavailable):
             return completed  # the upload is done; only the tag is in doubt
-        # Another writer may have replaced the key since: then keep our own tag.
-        return info.etag if info.size == size else completed
+        if info.size != size:
+            return completed  # another writer replaced the key since: keep our own tag
+        if style is _MultipartEtags.UNKNOWN:
+            self._multipart_etags = _learn_etag_style(info.etag, completed, content_md5)
+        return info.etag
 
     async def _exists(self, key: str) -> bool:
         try:
@@ -272,7 +344,7 @@ class S3Store:
     async def _put_single(
         self,
         key: str,
-        data: bytes,
+        data: memoryview,
         source: UploadSource,
         content_type: str,
         conditions: dict[str, str],
@@ -282,7 +354,9 @@ class S3Store:
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                Body=data,
+                # Bytes, not a file-like PartBody, spare a small object botocore's
+                # "Expect: 100-continue" round trip.
+                Body=bytes(data),
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
                 **conditions,
@@ -367,6 +441,17 @@ async def _iter_body(body: Any) -> AsyncIterator[bytes]:
     async with body, s3_errors("GetObject body"):
         async for chunk in body.iter_chunks(READ_CHUNK):
             yield chunk
+
+
+_NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
+
+
+def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _MultipartEtags:
+    if shown == completed:
+        return _MultipartEtags.AS_COMPLETED
+    if content_md5 is not None and shown.strip('"') == content_md5:
+        return _MultipartEtags.CONTENT_MD5
+    return _MultipartEtags.OTHER
 
 
 def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
