@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 
 from aiohttp import web
@@ -16,12 +15,9 @@ from .errors import (
     RequestTimeout,
     TooLarge,
 )
-from .units import MiB
+from .hashing import BackgroundHash
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-# Hash pieces this large in a worker thread (hashlib releases the GIL), so
-# hashing one part overlaps with receiving the next.
-_THREAD_HASH_BYTES = 1 * MiB
 
 
 class RequestBody:
@@ -39,8 +35,7 @@ class RequestBody:
         # that did not fit the last buffer (a view, so no copy).
         self._pending = memoryview(b"")
         self._received = 0
-        self._hasher = hashlib.sha256()
-        self._hashing: asyncio.Future[None] | None = None
+        self._sha256 = BackgroundHash("sha256")
         self._digest: str | None = None
 
     async def peek(self, n: int) -> bytes:
@@ -56,7 +51,7 @@ class RequestBody:
         """Fill ``buffer``; fewer bytes only at the end of the body, 0 once it is
         complete. Each byte is copied once, from aiohttp's piece into ``buffer``."""
         # The caller may hand back a buffer it gave before: its hash must be done.
-        await self._hashed()
+        await self._sha256.wait()
         filled = 0
         while filled < len(buffer):
             piece = self._pending or memoryview(await self._read_some())
@@ -66,7 +61,9 @@ class RequestBody:
             buffer[filled : filled + n] = piece[:n]
             self._pending = piece[n:]
             filled += n
-        self._hash(buffer[:filled])
+        # Hashed while the caller sends the part; the next readinto waits for it,
+        # so a reused buffer is never overwritten while it is being hashed.
+        self._sha256.feed(buffer[:filled])
         if filled < len(buffer) and self._digest is None:
             await self._finish()
         return filled
@@ -112,27 +109,12 @@ class RequestBody:
         self._content._exception = None  # type: ignore[attr-defined]
         return self._content.read_nowait()
 
-    def _hash(self, data: memoryview) -> None:
-        # A big piece hashes in a thread while the next one is received; the
-        # next readinto waits for it, so a reused buffer is never overwritten
-        # while it is being hashed.
-        if len(data) < _THREAD_HASH_BYTES:
-            self._hasher.update(data)
-        else:
-            self._hashing = asyncio.ensure_future(asyncio.to_thread(self._hasher.update, data))
-
-    async def _hashed(self) -> None:
-        if self._hashing is not None:
-            await self._hashing
-            self._hashing = None
-
     async def _finish(self) -> None:
-        await self._hashed()
         if self.content_length is not None and self._received != self.content_length:
             raise IncompleteBody(
                 f"received {self._received} of {self.content_length} declared bytes"
             )
-        digest = self._hasher.hexdigest()
+        digest = await self._sha256.hexdigest()
         if self.expected_sha256 is not None and digest != self.expected_sha256:
             raise ChecksumMismatch("the body does not match X-Content-SHA256")
         self._digest = digest

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..conditions import ByteRange, RangeSpec
 from ..config import S3Config
 from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, UpstreamUnavailable
+from ..hashing import BackgroundHash
 from ..media import safe_content_type
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
@@ -52,27 +52,6 @@ class _MultipartEtags(enum.Enum):
     AS_COMPLETED = "as completed"  # Complete's "md5-N" (AWS, MinIO, moto)
     CONTENT_MD5 = "content md5"  # the body's plain MD5 (rclone)
     OTHER = "other"  # neither: ask with a HEAD after every upload
-
-
-class _Md5:
-    """A body's MD5, hashed part by part in a worker thread beside the upload."""
-
-    def __init__(self) -> None:
-        self._md5 = hashlib.md5()
-        self._hashing: asyncio.Future[None] | None = None
-
-    def start(self, part: memoryview) -> None:
-        self._hashing = asyncio.ensure_future(asyncio.to_thread(self._md5.update, part))
-
-    async def wait(self) -> None:
-        """Wait until the last part is hashed, before its buffer is refilled."""
-        if self._hashing is not None:
-            await self._hashing
-            self._hashing = None
-
-    async def hexdigest(self) -> str:
-        await self.wait()
-        return self._md5.hexdigest()
 
 
 class _Unsatisfiable(Exception):
@@ -280,7 +259,7 @@ class S3Store:
             self.spawn,
         )
         upload.on_part_sent = self._count_part
-        md5 = _Md5() if self._multipart_etags in _NEEDS_MD5 else None
+        md5 = BackgroundHash("md5") if self._multipart_etags in _NEEDS_MD5 else None
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
             await self._send_parts(upload, buffers, first, source, plan, md5)
@@ -296,12 +275,12 @@ class S3Store:
         part: memoryview,
         source: UploadSource,
         plan: PartPlan,
-        md5: _Md5 | None,
+        md5: BackgroundHash | None,
     ) -> None:
         number = 1
         while part:
             if md5 is not None:
-                md5.start(part)
+                md5.feed(part)
             await upload.add_part(part)
             number += 1
             part = await buffers.take(plan.size_of(min(number, MAX_PARTS)))
