@@ -36,7 +36,7 @@ import pytest
 from aiohttp import web
 from cache_rig import wait_for as apoll  # noqa: F401 - the one async poll of the rigs
 from conftest import free_port, wait_for_port
-from s3_proxy import HOP_BY_HOP, NO_AUTO_HEADERS
+from s3_proxy import HOP_BY_HOP, NO_AUTO_HEADERS, serve_every_path
 from yarl import URL
 
 RELAY_CHUNK = 64 * 1024
@@ -144,14 +144,7 @@ class S3Faults:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_every_path(self._handle)
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -14,7 +14,7 @@ from the fixture's, so tests naming ``s3_proxy`` do not redefine it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -42,6 +42,20 @@ HOP_BY_HOP = frozenset(
 NO_AUTO_HEADERS = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 STREAM_CHUNK = 64 * 1024
 BEFORE_HEADERS = -1  # a Hold that pauses before the answer's headers
+
+
+async def serve_every_path(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """Serve ``handler`` for every method and path on a free loopback port;
+    the runner (to clean up) and the base URL."""
+    app = web.Application(client_max_size=0)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -113,14 +127,7 @@ class S3Proxy:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        app = web.Application(client_max_size=0)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_every_path(self._forward)
 
     async def stop(self) -> None:
         for rule in self._all_holds:
