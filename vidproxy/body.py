@@ -68,10 +68,6 @@ class RequestBody:
             await self._finish()
         return filled
 
-    async def read(self, n: int) -> bytes:
-        buffer = memoryview(bytearray(n))
-        return bytes(buffer[: await self.readinto(buffer)])
-
     def sha256(self) -> str:
         if self._digest is None:
             raise RuntimeError("the body has not been read to the end")

@@ -165,7 +165,7 @@ class CachingStore:
                 return await self._hit(entry)
             fill = self._fills.get(key)
             if fill is not None:
-                return await self._follow(fill)
+                return _FillReader(self, fill)
             if head:
                 return _labelled(await self._inner.open(key, None, head=True))
             starting = self._starting.get(key)
@@ -207,9 +207,6 @@ class CachingStore:
             entry.persisted_access = entry.last_access
             await asyncio.to_thread(touch, entry.path)
         return reader
-
-    async def _follow(self, fill: Fill) -> ObjectReader:
-        return _FillReader(self, fill)
 
     async def _miss(self, key: str, hint: RangeSpec | None) -> ObjectReader:
         # Until the fill exists, requests for this key wait for it here rather

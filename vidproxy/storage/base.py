@@ -122,21 +122,16 @@ class UploadSource(Protocol):
     content_length: int | None  # None for chunked bodies
     expected_sha256: str | None  # the client's X-Content-SHA256, if any
 
-    async def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; fewer only at the end; ``b""`` once the body is
-        complete. Raises if the body is cut short, too large or fails its checksum,
-        so a store that reads to ``b""`` has a verified body."""
-        ...
-
     async def readinto(self, buffer: memoryview) -> int:
-        """``read`` into the caller's buffer: fills it, fewer bytes only at the end,
-        0 once the body is complete. The source may go on reading ``buffer`` (to
-        hash it) until the next call, which waits for that: so the caller may pass
-        the same buffer again."""
+        """Fill the caller's buffer; fewer bytes only at the end, 0 once the body
+        is complete. Raises if the body is cut short, too large or fails its
+        checksum, so a store that reads to 0 has a verified body. The source may
+        go on reading ``buffer`` (to hash it) until the next call, which waits for
+        that: so the caller may pass the same buffer again."""
         ...
 
     def sha256(self) -> str:
-        """Hex SHA-256 of the whole body; valid once ``read`` returned ``b""``."""
+        """Hex SHA-256 of the whole body; valid once ``readinto`` returned 0."""
         ...
 
 

@@ -143,10 +143,12 @@ class FsStore:
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
         size = 0
+        # One buffer throughout: each write is done before the next readinto.
+        buffer = memoryview(bytearray(WRITE_CHUNK))
         with await asyncio.to_thread(open, path, "wb") as out:
-            while data := await source.read(WRITE_CHUNK):
-                await asyncio.to_thread(out.write, data)
-                size += len(data)
+            while filled := await source.readinto(buffer):
+                await asyncio.to_thread(out.write, buffer[:filled])
+                size += filled
             await asyncio.to_thread(flush_and_sync, out)
         return size
 
