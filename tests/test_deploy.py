@@ -150,6 +150,9 @@ def replica_env(moto: str, bucket: str, port: int, workdir: Path) -> dict[str, s
         VIDPROXY_S3_ADDRESSING_STYLE="path",
         VIDPROXY_S3_CREATE_BUCKET="true",
         VIDPROXY_S3_MAX_ATTEMPTS="1",
+        # moto dates uploads 2010: each replica's sweep at start would abort the
+        # uploads in flight through the others
+        VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER="0",
         VIDPROXY_CACHE_DIR=str(workdir / "cache"),
         VIDPROXY_CACHE_REVALIDATE_AFTER=str(REVALIDATE_AFTER),
         VIDPROXY_FS_DIR=str(workdir / "data"),

@@ -56,6 +56,7 @@ def layers(serving: str, root: Path, moto_endpoint: str) -> dict[str, dict[str, 
             "addressing_style": "path",
             "part_size": PART_SIZE,
             "max_attempts": 1,
+            "abort_stale_uploads_after": 0,  # moto dates uploads 2010: a sweep aborts all
         }
     return config
 

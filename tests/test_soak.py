@@ -236,6 +236,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             "VIDPROXY_S3_ADDRESSING_STYLE": "path",
             "VIDPROXY_S3_PART_SIZE": str(PART_SIZE),
             "VIDPROXY_S3_UPLOAD_CONCURRENCY": str(UPLOAD_CONCURRENCY),
+            "VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0",  # moto dates uploads 2010
             "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
             "VIDPROXY_CACHE_MAX_BYTES": "256MiB",
             "VIDPROXY_CACHE_MIN_FREE_BYTES": "0",
