@@ -10,7 +10,7 @@ import asyncio
 import io
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,21 +105,36 @@ async def test_upload_with_key_and_content_type(
 
 
 async def test_cut_off_download_resumes_where_it_stopped(
-    cli: Cli, tmp_path: Path, base_url: str, aiohttp_client: Callable[..., Any]
+    cli: Cli,
+    tmp_path: Path,
+    base_url: str,
+    aiohttp_client: Callable[..., Any],
+    wait_until: Callable[..., Awaitable[None]],
 ) -> None:
     original = random_file(tmp_path / "v.bin", 4 * MiB)
     assert (await cli("upload", str(original), "--key", "v.bin")).code == 0
-    proxy = await aiohttp_client(TestServer(cutting_proxy(base_url, cut_after=MiB)))
     out = tmp_path / "out.bin"
+    hang_up = asyncio.Event()
+    proxy = await aiohttp_client(TestServer(cutting_proxy(base_url, MiB, hang_up)))
 
-    cut = await cli("download", "v.bin", "-o", str(out), url=str(proxy.make_url("")))
+    download = asyncio.create_task(
+        cli("download", "v.bin", "-o", str(out), url=str(proxy.make_url("")))
+    )
+
+    async def saved_what_was_sent() -> bool:
+        return out.is_file() and out.stat().st_size >= MiB
+
+    # Cut only once the client has written the bytes: aiohttp's client drops
+    # what it has buffered but not yet read when the connection fails.
+    await wait_until(saved_what_was_sent, "the first MiB to reach the file")
+    hang_up.set()
+    cut = await download
     assert cut.code == 4, cut.err
-    assert MiB <= out.stat().st_size < original.stat().st_size
+    assert out.stat().st_size == MiB
     assert has_etag_beside(out)
 
-    partial = out.stat().st_size
     resumed = await cli("download", "v.bin", "-o", str(out))
-    assert (resumed.code, resumed.err) == (0, f"{out}: resumed at {partial} bytes\n")
+    assert (resumed.code, resumed.err) == (0, f"{out}: resumed at {MiB} bytes\n")
     assert out.read_bytes() == original.read_bytes()
     assert not has_etag_beside(out)
 
@@ -344,8 +359,9 @@ def test_progress_draws_only_when_enabled() -> None:
 # ---- a proxy that cuts a download off --------------------------------------------
 
 
-def cutting_proxy(upstream: str, cut_after: int) -> web.Application:
-    """Pass GETs to ``upstream``, but hang up after ``cut_after`` body bytes."""
+def cutting_proxy(upstream: str, cut_after: int, hang_up: asyncio.Event) -> web.Application:
+    """Pass GETs to ``upstream``, but stop after ``cut_after`` body bytes and hang
+    up when ``hang_up`` is set."""
     passed = ("Range", "If-Range")
     kept = ("Content-Type", "Content-Length", "Content-Range", "ETag", "X-Content-SHA256")
 
@@ -357,16 +373,16 @@ def cutting_proxy(upstream: str, cut_after: int) -> web.Application:
             )
             await response.prepare(request)
             sent = 0
-            async for chunk in up.content.iter_chunked(64 * 1024):
+            while sent < cut_after:
+                chunk = await up.content.read(min(64 * 1024, cut_after - sent))
+                if not chunk:
+                    break
                 await response.write(chunk)
                 sent += len(chunk)
-                if sent >= cut_after:
-                    # close(), unlike abort(), first sends what is buffered: the
-                    # client gets at least ``cut_after`` bytes, then EOF.
-                    assert request.transport is not None
-                    request.transport.close()
-                    raise ConnectionResetError("cut off on purpose")
-            return response
+            await hang_up.wait()
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError("cut off on purpose")
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         async with ClientSession(auto_decompress=False) as session:
