@@ -126,8 +126,10 @@ async def test_cut_off_download_resumes_where_it_stopped(
 
     # Cut only once the client has written the bytes: aiohttp's client drops
     # what it has buffered but not yet read when the connection fails.
-    await wait_until(saved_what_was_sent, "the first MiB to reach the file")
-    hang_up.set()
+    try:
+        await wait_until(saved_what_was_sent, "the first MiB to reach the file")
+    finally:
+        hang_up.set()
     cut = await download
     assert cut.code == 4, cut.err
     assert out.stat().st_size == MiB
