@@ -36,6 +36,11 @@ from vidproxy.units import MiB
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB
+# moto reports every multipart upload as initiated in 2010, so vidproxy's
+# stale-upload sweep would abort uploads still in flight: every vidproxy the
+# tests start against moto runs without it (the sweeper's own tests turn it on).
+NO_STALE_UPLOAD_SWEEP: dict[str, Any] = {"abort_stale_uploads_after": 0}
+NO_STALE_UPLOAD_SWEEP_ENV = {"VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0"}
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -140,13 +145,11 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
         layers: dict[str, dict[str, Any]] = {
             "fs": {"dir": str(tmp_path / "data")},
             "cache": {"dir": str(tmp_path / "cache")},
-            # moto dates every multipart upload 2010, so a stale-upload sweep would
-            # abort live ones; the sweeper's own tests turn it on.
             "s3": {
                 "part_size": PART_SIZE,
                 "upload_concurrency": 2,
                 "max_attempts": 1,
-                "abort_stale_uploads_after": 0,
+                **NO_STALE_UPLOAD_SWEEP,
             },
         }
         if backend == "s3":

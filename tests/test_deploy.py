@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
 from e2e.support import poll, stop_server
 
 from vidproxy.config import load_config
@@ -150,9 +150,7 @@ def replica_env(moto: str, bucket: str, port: int, workdir: Path) -> dict[str, s
         VIDPROXY_S3_ADDRESSING_STYLE="path",
         VIDPROXY_S3_CREATE_BUCKET="true",
         VIDPROXY_S3_MAX_ATTEMPTS="1",
-        # moto dates uploads 2010: each replica's sweep at start would abort the
-        # uploads in flight through the others
-        VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER="0",
+        **NO_STALE_UPLOAD_SWEEP_ENV,  # one replica's sweep would abort the others' uploads
         VIDPROXY_CACHE_DIR=str(workdir / "cache"),
         VIDPROXY_CACHE_REVALIDATE_AFTER=str(REVALIDATE_AFTER),
         VIDPROXY_FS_DIR=str(workdir / "data"),

@@ -21,7 +21,7 @@ import boto3
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import PART_SIZE, POLL_INTERVAL, POLL_TIMEOUT
+from conftest import NO_STALE_UPLOAD_SWEEP, PART_SIZE, POLL_INTERVAL, POLL_TIMEOUT
 
 from vidproxy.app import create_app
 from vidproxy.config import load_config
@@ -56,7 +56,7 @@ def layers(serving: str, root: Path, moto_endpoint: str) -> dict[str, dict[str, 
             "addressing_style": "path",
             "part_size": PART_SIZE,
             "max_attempts": 1,
-            "abort_stale_uploads_after": 0,  # moto dates uploads 2010: a sweep aborts all
+            **NO_STALE_UPLOAD_SWEEP,
         }
     return config
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PART_SIZE
+from conftest import NO_STALE_UPLOAD_SWEEP_ENV, PART_SIZE
 from fault_rig import VidproxyProcess, apoll, payload
 from fault_rig import pending_uploads as s3_uploads
 
@@ -43,8 +43,7 @@ def store_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> d
         "VIDPROXY_S3_ADDRESSING_STYLE": "path",
         "VIDPROXY_S3_PART_SIZE": str(PART_SIZE),
         "VIDPROXY_S3_UPLOAD_CONCURRENCY": "2",
-        # moto dates uploads 2010: a sweep at start would abort the other tests' uploads
-        "VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0",
+        **NO_STALE_UPLOAD_SWEEP_ENV,
         "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
     }
 

@@ -31,7 +31,7 @@ import aiohttp
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
-from conftest import PART_SIZE
+from conftest import NO_STALE_UPLOAD_SWEEP_ENV, PART_SIZE
 from fault_rig import MotoProcess, VidproxyProcess
 
 SOAK_SECONDS = float(os.environ.get("VIDPROXY_SOAK_SECONDS", "60"))
@@ -236,7 +236,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             "VIDPROXY_S3_ADDRESSING_STYLE": "path",
             "VIDPROXY_S3_PART_SIZE": str(PART_SIZE),
             "VIDPROXY_S3_UPLOAD_CONCURRENCY": str(UPLOAD_CONCURRENCY),
-            "VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0",  # moto dates uploads 2010
+            **NO_STALE_UPLOAD_SWEEP_ENV,
             "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
             "VIDPROXY_CACHE_MAX_BYTES": "256MiB",
             "VIDPROXY_CACHE_MIN_FREE_BYTES": "0",

@@ -125,7 +125,7 @@ def _config_toml(workdir: Path, port: int) -> str:
             "",
             "[s3]",
             f'part_size = "{PART_SIZE}"',
-            "abort_stale_uploads_after = 0  # moto dates uploads 2010: a sweep aborts all",
+            "abort_stale_uploads_after = 0  # as NO_STALE_UPLOAD_SWEEP in tests/conftest.py",
             "",
         ]
     )
