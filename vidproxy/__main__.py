@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import server
 from .app import create_app
 from .auth import Authorizer
-from .client import CLIENT_COMMANDS, add_client_commands, run_client
-from .config import Config, ConfigError, load_config
+from .client import CLIENT_COMMANDS, CLIENT_ENV_VARS, add_client_commands, run_client
+from .config import Config, ConfigError, check_local_dirs, load_config, unknown_env_vars
 from .errors import VidproxyError
 from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
@@ -22,6 +24,13 @@ from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging
 
 DEFAULT_CONFIG = Path("config.toml")
+EXIT_CONFIG = 2  # a configuration or start-up problem: the operator has to change something
+# What to try when the address cannot be bound, by errno.
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it, or pick another port with --port",
+    errno.EACCES: "ports below 1024 need privileges: pick another with --port",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host",
+}
 log = logging.getLogger("vidproxy")
 
 
@@ -51,9 +60,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(path, overrides={"server": server} if server else None)
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, warnings: list[str]) -> None:
     configure_logging(config.server)
     pin_malloc_mmap_threshold()
+    for warning in warnings:
+        log.warning("%s", warning)
     where = config.s3.bucket if config.backend == "s3" else config.fs.dir
     log.info("vidproxy storing in %s (%s)", where, config.backend)
     warn_if_exposed(config)
@@ -97,25 +108,35 @@ def main(argv: list[str] | None = None) -> int:
         return run_client(args)
     try:
         config = config_from_args(args)
+        warnings = unknown_env_vars(os.environ, also_known=CLIENT_ENV_VARS)
+        if args.command == "serve":
+            warnings += check_local_dirs(config)
     except ConfigError as exc:
         print(f"vidproxy: config error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    if args.command == "sign":
+        return run_sign(config, args, warnings)
     try:
-        if args.command == "sign":
-            return print_signed_url(config, args)
+        serve(config, warnings)
+    except server.ListenError as exc:
+        hint = _LISTEN_HINTS.get(exc.errno)
+        print(f"vidproxy: {exc}" + (f" ({hint})" if hint else ""), file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # the store's directory or files failed to open
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vidproxy: cannot start: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def run_sign(config: Config, args: argparse.Namespace, warnings: list[str]) -> int:
+    for warning in warnings:
+        print(f"vidproxy: warning: {warning}", file=sys.stderr)
+    try:
+        return print_signed_url(config, args)
     except VidproxyError as exc:
         print(f"vidproxy: {exc.message}", file=sys.stderr)
-        return 2
-    try:
-        serve(config)
-    except OSError as exc:  # the port is taken, the address is not ours, ...
-        print(
-            f"vidproxy: cannot listen on {config.server.host}:{config.server.port}: "
-            f"{exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return 2
 
 
 if __name__ == "__main__":

@@ -33,6 +33,18 @@ Exit codes, for scripts:
     130  interrupted (Ctrl-C)
 """
 
-from .commands import CLIENT_COMMANDS, add_client_commands, build_parser, run_client
+from .commands import (
+    CLIENT_COMMANDS,
+    CLIENT_ENV_VARS,
+    add_client_commands,
+    build_parser,
+    run_client,
+)
 
-__all__ = ["CLIENT_COMMANDS", "add_client_commands", "build_parser", "run_client"]
+__all__ = [
+    "CLIENT_COMMANDS",
+    "CLIENT_ENV_VARS",
+    "add_client_commands",
+    "build_parser",
+    "run_client",
+]

@@ -24,6 +24,7 @@ STDIO = "-"
 MAX_PAGE_SIZE = 1000  # the server's largest page
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 CLIENT_COMMANDS = frozenset({"upload", "download", "ls", "rm"})
+CLIENT_ENV_VARS = (URL_ENV, TOKEN_ENV)
 
 
 @dataclass
