@@ -21,7 +21,7 @@ from .errors import VidproxyError
 from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
 from .limits import pin_malloc_mmap_threshold
-from .logs import configure_logging
+from .logs import configure_logging, keep_credentials_out
 
 DEFAULT_CONFIG = Path("config.toml")
 EXIT_CONFIG = 2  # a configuration or start-up problem: the operator has to change something
@@ -62,6 +62,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def serve(config: Config, warnings: list[str]) -> None:
     configure_logging(config.server)
+    auth = config.auth
+    keep_credentials_out([*auth.write_tokens, *auth.read_tokens, auth.signing_key], os.environ)
     pin_malloc_mmap_threshold()
     for warning in warnings:
         log.warning("%s", warning)
