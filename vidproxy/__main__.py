@@ -18,10 +18,12 @@ from .auth import Authorizer
 from .client import CLIENT_COMMANDS, CLIENT_ENV_VARS, add_client_commands, run_client
 from .config import Config, ConfigError, check_local_dirs, load_config, unknown_env_vars
 from .errors import VidproxyError
+from .handlers.health import check_once_at_start
 from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
 from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging, keep_credentials_out
+from .storage.s3 import describe_s3
 
 DEFAULT_CONFIG = Path("config.toml")
 EXIT_CONFIG = 2  # a configuration or start-up problem: the operator has to change something
@@ -67,10 +69,18 @@ def serve(config: Config, warnings: list[str]) -> None:
     pin_malloc_mmap_threshold()
     for warning in warnings:
         log.warning("%s", warning)
-    where = config.s3.bucket if config.backend == "s3" else config.fs.dir
-    log.info("vidproxy storing in %s (%s)", where, config.backend)
+    where = describe_backend(config)
+    log.info("vidproxy storing in %s", where)
     warn_if_exposed(config)
-    asyncio.run(server.serve(create_app(config), config))
+    app = create_app(config)
+    app.cleanup_ctx.append(check_once_at_start(where))
+    asyncio.run(server.serve(app, config))
+
+
+def describe_backend(config: Config) -> str:
+    if config.backend == "s3":
+        return describe_s3(config.s3)
+    return f"the fs directory {Path(config.fs.dir).absolute()}"
 
 
 def warn_if_exposed(config: Config) -> None:
