@@ -1,8 +1,12 @@
-"""``vidproxy serve`` as a process: what start-up says about the backend it uses."""
+"""``vidproxy serve`` as a process: what start-up says about the backend it uses;
+``--version``, ``--help`` and ``sign``'s options of the command line."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -109,3 +113,41 @@ async def test_start_up_warns_in_one_line_with_the_cause_and_readyz_says_it(
     assert f"S3 bucket '{name}' at {endpoint}, region eu-west-3, path addressing" in warning
     assert f"): {cause}; serving anyway" in warning
     assert (status, body) == (503, {"error": "upstream_unavailable", "message": cause})
+
+
+# ---- --version and --help -------------------------------------------------------------
+
+
+def vidproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_version_is_the_packages() -> None:
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    result = vidproxy("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"vidproxy {version}\n", "")
+
+
+def test_help_is_plain_text_with_the_exit_codes() -> None:
+    result = vidproxy("--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout and ":class:" not in result.stdout
+    assert "vidproxy serve" in result.stdout
+    assert "exit codes:" in result.stdout
+    for code in ("0", "1", "2", "3", "4", "130"):
+        assert f" {code} " in result.stdout
+
+
+def test_sign_explains_method_and_does_not_offer_head() -> None:
+    shown = vidproxy("sign", "--help")
+    assert shown.returncode == 0
+    assert "GET (download, HEAD too), PUT (upload) or DELETE" in " ".join(shown.stdout.split())
+    refused = vidproxy("sign", "clip.mp4", "--method", "HEAD")
+    assert refused.returncode == 2
+    assert "invalid choice: 'HEAD'" in refused.stderr

@@ -184,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> argparse.Namespace:
+    """``parser.parse_args``, but an option the command does not take is
+    reported with that command's usage (``vidproxy ls: error: ...``), not the
+    top-level one that argparse prints for subcommands."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = _subcommand_parsers(parser).get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def run_client(args: argparse.Namespace) -> int:
     """Run the parsed client command; return its exit code."""
     try:
