@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -151,3 +152,18 @@ def test_sign_explains_method_and_does_not_offer_head() -> None:
     refused = vidproxy("sign", "clip.mp4", "--method", "HEAD")
     assert refused.returncode == 2
     assert "invalid choice: 'HEAD'" in refused.stderr
+
+
+def test_sign_refuses_a_base_url_that_names_the_collection(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPROXY_")}
+    env["VIDPROXY_AUTH_SIGNING_KEY"] = "a-signing-key"
+    result = subprocess.run(
+        [sys.executable, "-m", "vidproxy", "sign", "k.mp4", "--url", "https://h/vp/videos"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip().endswith("use https://h/vp")
