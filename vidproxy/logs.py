@@ -118,13 +118,15 @@ REDACTED = "REDACTED"
 # words, and the shapes below still catch them where credentials travel.
 MIN_LITERAL_SECRET_CHARS = 6
 # Where a credential shows in request dumps, URLs and headers, whatever its
-# value: (what stays, to say what was there; the credential itself).
+# value: (a lowercase text it cannot appear without; what stays, to say what
+# was there; the credential itself).
 _CREDENTIAL_SHAPES = [
-    (r"Credential=", r"[^\s,'\"&]+"),  # SigV4: access key id / date / region / ...
-    (r"Signature[=:]\s*", r"[0-9a-fA-F]{16,}"),  # SigV4, X-Amz-Signature, "Signature:\n"
-    (r"X-Amz-Security-Token['\"]?\s*[:=]\s*b?['\"]?", r"[^\s,'\"&]+"),
-    (r"\b(?:Bearer|Basic)\s+", r"[^\s,'\"]+"),
-    (r"[?&;]sig=", r"[^&\s'\"]+"),
+    ("credential=", r"Credential=", r"[^\s,'\"&]+"),  # SigV4: key id / date / region / ...
+    ("signature", r"Signature[=:]\s*", r"[0-9a-fA-F]{16,}"),  # SigV4, X-Amz-Signature
+    ("x-amz-security-token", r"X-Amz-Security-Token['\"]?\s*[:=]\s*b?['\"]?", r"[^\s,'\"&]+"),
+    ("bearer", r"\bBearer\s+", r"[^\s,'\"]+"),
+    ("basic", r"\bBasic\s+", r"[^\s,'\"]+"),
+    ("sig=", r"[?&;]sig=", r"[^&\s'\"]+"),
 ]
 
 
@@ -132,20 +134,32 @@ class RedactCredentials(logging.Filter):
     """A backstop on the handler: whatever a library logs, the configured tokens
     and signing key, the AWS credentials from the environment, and anything
     shaped like a credential (above) become REDACTED, in the message, the
-    traceback and the structured fields."""
+    traceback and the structured fields. A pattern runs only where its text
+    occurs, so a plain access line costs a lowercase copy and a few substring
+    searches."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        shapes = [
-            f"(?P<keep{n}>{keep}){value}" for n, (keep, value) in enumerate(_CREDENTIAL_SHAPES)
+        self._shapes = [
+            (trigger, re.compile(f"({keep}){value}", re.IGNORECASE))
+            for trigger, keep, value in _CREDENTIAL_SHAPES
         ]
         # Longest first, so a secret that contains another is replaced whole.
-        literals = sorted({s for s in secrets if len(s) >= MIN_LITERAL_SECRET_CHARS}, key=len)
-        shapes += [re.escape(secret) for secret in reversed(literals)]
-        self._pattern = re.compile("|".join(shapes), re.IGNORECASE)
+        literals = {s for s in secrets if len(s) >= MIN_LITERAL_SECRET_CHARS}
+        self._literals = [
+            (secret.lower(), re.compile(re.escape(secret), re.IGNORECASE))
+            for secret in sorted(literals, key=len, reverse=True)
+        ]
 
     def redact(self, text: str) -> str:
-        return self._pattern.sub(_keep_label, text)
+        lowered = text.lower()
+        for trigger, shape in self._shapes:
+            if trigger in lowered:
+                text = shape.sub(rf"\g<1>{REDACTED}", text)
+        for secret, literal in self._literals:
+            if secret in lowered:
+                text = literal.sub(REDACTED, text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -167,11 +181,6 @@ class RedactCredentials(logging.Filter):
 
 
 _TRACEBACKS = logging.Formatter()
-
-
-def _keep_label(match: re.Match[str]) -> str:
-    label = next((g for g in match.groups() if g is not None), "")
-    return label + REDACTED
 
 
 def keep_credentials_out(secrets: Iterable[str], env: Mapping[str, str]) -> None:
