@@ -121,13 +121,23 @@ async def test_write_without_a_bearer_token_is_401(
 
 
 @pytest.mark.parametrize(("method", "path"), WRITES)
-@pytest.mark.parametrize("token", ["wrong", READ_TOKEN, WRITE_TOKEN + "x", WRITE_TOKEN[:-1]])
-async def test_write_with_a_wrong_token_is_403(
+@pytest.mark.parametrize("token", ["wrong", WRITE_TOKEN + "x", WRITE_TOKEN[:-1]])
+async def test_write_with_an_unknown_token_is_401_with_its_own_message(
     guarded: Client, method: str, path: str, token: str
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     response = await guarded.request(method, path, data=b"x", headers=headers)
+    await assert_error(response, 401, "unauthorized")
+    assert (await response.json())["message"] == "the token is not one this server knows"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert await stored(guarded) == BODY
+
+
+@pytest.mark.parametrize(("method", "path"), WRITES)
+async def test_write_with_a_read_token_is_403(guarded: Client, method: str, path: str) -> None:
+    response = await guarded.request(method, path, data=b"x", headers=READER)
     await assert_error(response, 403, "forbidden")
+    assert (await response.json())["message"] == "a read token cannot write"
     assert await stored(guarded) == BODY
 
 
@@ -144,7 +154,7 @@ async def test_write_token_may_write_and_delete(guarded: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 403), (READER, 403)]
+    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 401), (READER, 403)]
 )
 async def test_refused_upload_gets_no_100_continue(
     guarded: Client, raw_connect: Connect, headers: dict[str, str], status: int
@@ -194,7 +204,7 @@ async def test_reads_need_a_token_once_read_tokens_are_set(
     assert (await guarded.request(method, path)).status == 401
     assert (
         await guarded.request(method, path, headers={"Authorization": "Bearer x"})
-    ).status == 403
+    ).status == 401
     assert (await guarded.request(method, path, headers=READER)).status == 200
     assert (await guarded.request(method, path, headers=WRITER)).status == 200  # writers read
 
@@ -202,7 +212,7 @@ async def test_reads_need_a_token_once_read_tokens_are_set(
 async def test_read_token_answers_are_json(guarded: Client) -> None:
     await assert_error(await guarded.get(f"/videos/{KEY}"), 401, "unauthorized")
     wrong = await guarded.get(f"/videos/{KEY}", headers={"Authorization": "Bearer x"})
-    await assert_error(wrong, 403, "forbidden")
+    await assert_error(wrong, 401, "unauthorized")
 
 
 @pytest.mark.parametrize(("method", "path"), READS)
@@ -564,7 +574,7 @@ async def test_no_token_key_or_signature_reaches_the_log(tmp_path: Path) -> None
         assert (await http.put(f"/videos/{KEY}", data=BODY, headers=WRITER)).status == 201
         assert (await http.get(f"/videos/{KEY}", headers=READER)).status == 200
         near = {"Authorization": f"Bearer {near_miss}"}
-        assert (await http.get(f"/videos/{KEY}", headers=near)).status == 403
+        assert (await http.get(f"/videos/{KEY}", headers=near)).status == 401
         for method in ("GET", "PUT"):
             response = await http.post("/sign", json={"key": KEY, "method": method}, headers=WRITER)
             url = (await response.json())["url"]

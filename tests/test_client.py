@@ -7,8 +7,12 @@ the piping tests run ``python -m vidproxy.client`` as a process with real pipes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import json
 import os
+import pty
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import free_port
+from yarl import URL
 
 from vidproxy.client import build_parser
 from vidproxy.client.commands import Streams, run_client_async
@@ -330,6 +335,243 @@ async def test_process_exit_codes(base_url: str) -> None:
     assert (await run_process(base_url, "frobnicate")).code == 2
 
 
+# ---- conventions, as a process -------------------------------------------------
+
+
+async def test_ls_json_is_an_array_with_one_object_per_line(base_url: str, tmp_path: Path) -> None:
+    empty = await run_process(base_url, "ls", "--json")
+    assert (empty.code, json.loads(empty.out), empty.err) == (0, [], "")
+    small = random_file(tmp_path / "s.webm", 10)
+    for key in ("j/a.webm", "j/b.webm", "j/c.webm"):
+        assert (await run_process(base_url, "upload", str(small), "--key", key)).code == 0
+
+    listed = await run_process(base_url, "ls", "j/", "--json", "--page-size", "2")
+
+    assert (listed.code, listed.err) == (0, "")
+    items = json.loads(listed.out)
+    assert [(i["key"], i["size"], i["content_type"]) for i in items] == [
+        (key, 10, "video/webm") for key in ("j/a.webm", "j/b.webm", "j/c.webm")
+    ]
+    first, *objects, last = listed.lines
+    assert (first, last) == ("[", "]")
+    assert [json.loads(line.removesuffix(",")) for line in objects] == items
+
+
+async def test_quiet_is_offered_only_where_a_bar_is_drawn(base_url: str, tmp_path: Path) -> None:
+    small = random_file(tmp_path / "s.bin", 10)
+    assert (await run_process(base_url, "upload", str(small), "-q")).code == 0
+    assert (await run_process(base_url, "download", "s.bin", "-o", "-", "-q")).code == 0
+    for argv in (("ls", "-q"), ("rm", "s.bin", "-q")):
+        refused = await run_process(base_url, *argv)
+        assert refused.code == 2
+        # The command's own usage and name, not the top-level usage.
+        assert refused.err.startswith(f"usage: vidproxy {argv[0]} [-h] [--url URL]")
+        assert f"vidproxy {argv[0]}: error: unrecognized arguments: -q" in refused.err
+
+
+@pytest.mark.parametrize("path", ["/videos", "/videos/", "/vp/videos", "/videos/demo"])
+async def test_a_url_naming_the_collection_is_refused_before_anything_is_sent(
+    base_url: str, tmp_path: Path, path: str
+) -> None:
+    small = random_file(tmp_path / "s.bin", 10)
+    result = await run_process(base_url + path, "upload", str(small))
+    assert (result.code, result.out) == (2, b"")
+    base = base_url + path.split("/videos")[0]
+    assert result.err == (
+        "vidproxy upload: --url is vidproxy's base URL, without /videos (the client adds "
+        f"/videos/KEY itself): use {base}\n"
+    )
+    assert (await run_process(base_url, "ls")).lines == []
+
+
+async def test_a_base_path_is_kept_as_a_prefix(
+    base_url: str, tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    proxy = await aiohttp_client(TestServer(prefix_proxy(base_url, "/vp")))
+    behind = str(proxy.make_url("/vp"))
+    original = random_file(tmp_path / "clip.mp4", MiB + 3)
+
+    up = await run_process(behind, "upload", str(original), "--prefix", "p/")
+    assert (up.code, up.lines, up.err) == (0, ["p/clip.mp4"], "")
+    assert (await run_process(behind, "ls")).lines == [f"p/clip.mp4\t{MiB + 3}\tvideo/mp4"]
+    down = await run_process(behind, "download", "p/clip.mp4", "-o", "-")
+    assert (down.code, down.out) == (0, original.read_bytes())
+    # The server itself got the key without the prefix.
+    direct = await run_process(base_url, "download", "p/clip.mp4", "-o", "-")
+    assert direct.out == original.read_bytes()
+
+
+async def test_upload_of_a_directory_needs_r_and_keys_its_files_by_path(
+    base_url: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    (tree / "day1").mkdir(parents=True)
+    files = {
+        "a.mp4": random_file(tree / "a.mp4", 100),
+        "day1/b.mp4": random_file(tree / "day1" / "b.mp4", 200),
+    }
+    refused = await run_process(base_url, "upload", str(tree))
+    assert (refused.code, refused.out) == (2, b"")
+    assert (
+        refused.err == f"vidproxy upload: {tree}: is a directory (-r uploads the files under it)\n"
+    )
+
+    up = await run_process(base_url, "upload", "-r", str(tree), "--prefix", "up/")
+
+    assert (up.code, up.lines, up.err) == (0, ["up/a.mp4", "up/day1/b.mp4"], "")
+    for name, original in files.items():
+        down = await run_process(base_url, "download", f"up/{name}", "-o", "-")
+        assert down.out == original.read_bytes()
+
+
+async def test_download_to_a_pipe_closed_early_exits_0_silently(
+    base_url: str, tmp_path: Path
+) -> None:
+    big = random_file(tmp_path / "big.bin", 8 * MiB)  # far more than a pipe holds
+    assert (await run_process(base_url, "upload", str(big))).code == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidproxy.client", "download", "big.bin", "-o", "-",
+        "--url", base_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(PROCESS_TIMEOUT):
+            head = await proc.stdout.readexactly(10)  # as `| head -c 10` does
+            proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+            err = await proc.stderr.read()
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert head == big.read_bytes()[:10]
+    assert (code, err) == (0, b"")
+
+
+async def test_upload_with_its_output_closed_still_uploads_every_file(
+    base_url: str, tmp_path: Path
+) -> None:
+    files = [random_file(tmp_path / f"{n}.bin", 1000) for n in range(3)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidproxy.client", "upload", *map(str, files),
+        "--url", base_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+    async with asyncio.timeout(PROCESS_TIMEOUT):
+        _, err = await proc.communicate()
+    assert (proc.returncode, err) == (0, b"")
+    listed = await run_process(base_url, "ls")
+    assert [line.split("\t")[0] for line in listed.lines] == ["0.bin", "1.bin", "2.bin"]
+
+
+# ---- in a terminal: the bar and the lines around it ------------------------------
+
+
+@dataclass
+class Terminal:
+    """A client process whose stderr is a pseudo-terminal, so it draws its bar."""
+
+    proc: asyncio.subprocess.Process
+    master: int
+    output: bytearray
+
+    @property
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+    async def wait_for(self, needle: str, wait_until: Callable[..., Awaitable[None]]) -> None:
+        async def shown() -> bool:
+            return needle in self.text
+
+        await wait_until(shown, f"{needle!r} on the terminal", within=PROCESS_TIMEOUT)
+
+    async def finish(self) -> int:
+        async with asyncio.timeout(PROCESS_TIMEOUT):
+            code = await self.proc.wait()
+        await asyncio.sleep(0)  # let the reader take what the process wrote last
+        return code
+
+
+@contextlib.asynccontextmanager
+async def in_terminal(*argv: str) -> AsyncIterator[Terminal]:
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidproxy.client", *argv,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    terminal = Terminal(proc, master, bytearray())
+
+    def read() -> None:
+        try:
+            terminal.output += os.read(master, 65536)
+        except OSError:  # EIO: the process closed its side
+            asyncio.get_running_loop().remove_reader(master)
+
+    asyncio.get_running_loop().add_reader(master, read)
+    try:
+        yield terminal
+    finally:
+        asyncio.get_running_loop().remove_reader(master)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        read_rest(terminal)
+        os.close(master)
+
+
+def read_rest(terminal: Terminal) -> None:
+    os.set_blocking(terminal.master, False)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(terminal.master, 65536):
+            terminal.output += chunk
+
+
+async def test_ctrl_c_prints_its_message_on_a_line_of_its_own(
+    cli: Cli, tmp_path: Path, base_url: str, aiohttp_client: Callable[..., Any],
+    wait_until: Callable[..., Awaitable[None]],
+) -> None:  # fmt: skip
+    original = random_file(tmp_path / "v.bin", 4 * MiB)
+    assert (await cli("upload", str(original), "--key", "v.bin")).code == 0
+    hang_up = asyncio.Event()
+    proxy = await aiohttp_client(TestServer(cutting_proxy(base_url, MiB, hang_up)))
+    out = tmp_path / "out.bin"
+    try:
+        async with in_terminal(
+            "download", "v.bin", "-o", str(out), "--url", str(proxy.make_url(""))
+        ) as terminal:
+            await terminal.wait_for("MB/s", wait_until)  # the bar, stalled after 1 MiB
+            terminal.proc.send_signal(signal.SIGINT)
+            code = await terminal.finish()
+    finally:
+        hang_up.set()
+    assert code == 130
+    bar_line, message = terminal.text.rsplit("\r\n", 2)[:2]
+    assert "MB/s" in bar_line
+    assert message == "vidproxy download: interrupted"
+
+
+async def test_resumed_at_is_said_before_the_bar(
+    cli: Cli, tmp_path: Path, server: TestClient[Any, Any], base_url: str,
+    wait_until: Callable[..., Awaitable[None]],
+) -> None:  # fmt: skip
+    original = random_file(tmp_path / "v.bin", 2 * MiB)
+    assert (await cli("upload", str(original), "--key", "v.bin")).code == 0
+    out = tmp_path / "out.bin"
+    out.write_bytes(original.read_bytes()[:MiB])
+    etag_path(out).write_text((await server.head("/videos/v.bin")).headers["ETag"])
+
+    async with in_terminal("download", "v.bin", "-o", str(out), "--url", base_url) as terminal:
+        assert await terminal.finish() == 0
+    text = terminal.text
+    assert f"{out}: resumed at {MiB} bytes" in text
+    assert text.index("resumed at") < text.index("%")  # the bar's first drawing
+    assert text.rstrip().endswith("ETA 0:00")  # the final bar is the last thing drawn
+    assert out.read_bytes() == original.read_bytes()
+
+
 # ---- the progress bar ------------------------------------------------------------
 
 
@@ -398,3 +640,39 @@ def cutting_proxy(upstream: str, cut_after: int, hang_up: asyncio.Event) -> web.
 
 
 SESSION = web.AppKey("session", ClientSession)
+
+
+def prefix_proxy(upstream: str, prefix: str) -> web.Application:
+    """A reverse proxy that serves ``upstream`` under ``prefix`` (``/vp/videos/x``
+    goes on as ``/videos/x``), bodies streamed both ways."""
+    passed = ("Content-Type", "Content-Length", "Range", "If-Range", "Authorization")
+    kept = ("Content-Type", "Content-Length", "Content-Range", "ETag", "X-Content-SHA256")
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        headers = {h: request.headers[h] for h in passed if h in request.headers}
+        target = upstream + request.raw_path.removeprefix(prefix)
+        body = request.content.iter_chunked(64 * 1024) if request.can_read_body else None
+        session = request.app[SESSION]
+        upstream_request = session.request(
+            request.method, URL(target, encoded=True), headers=headers, data=body,
+            skip_auto_headers=("Content-Type",),
+        )  # fmt: skip
+        async with upstream_request as up:
+            response = web.StreamResponse(
+                status=up.status, headers={h: up.headers[h] for h in kept if h in up.headers}
+            )
+            await response.prepare(request)
+            async for chunk in up.content.iter_chunked(64 * 1024):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with ClientSession(auto_decompress=False) as session:
+            app[SESSION] = session
+            yield
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_route("*", prefix + "/{tail:.*}", forward)
+    return app

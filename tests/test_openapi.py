@@ -36,6 +36,7 @@ WRITE_TOKEN = "openapi-write-token"
 READ_TOKEN = "openapi-read-token"
 AUTH = {"write_tokens": [WRITE_TOKEN], "read_tokens": [READ_TOKEN], "signing_key": "openapi-key"}
 WRITER = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+READER = {"Authorization": f"Bearer {READ_TOKEN}"}
 NEW_UPLOADS = ("/videos", "/upload")  # POST: a new ULID key
 KEYED_UPLOADS = (("PUT", "/videos/{key}"), ("POST", "/upload/{key}"))
 UPLOADS = [("POST", t) for t in NEW_UPLOADS] + list(KEYED_UPLOADS)
@@ -318,8 +319,9 @@ async def _upload_in_flight(client: Client) -> bool:
 
 
 async def auth_answers(probe: Probe, client: Client) -> None:
-    """Tokens configured: no token gives 401, a wrong one 403, on every operation
-    the document does not mark public; the public ones answer without a token."""
+    """Tokens configured: no token or an unknown one gives 401 and a read token
+    writing 403, on every operation the document does not mark public; the
+    public ones answer without a token."""
     for template, method, operation in operations(probe.doc):
         if is_public(probe.doc, operation):
             async with client.request(method, template) as response:
@@ -333,8 +335,12 @@ async def auth_answers(probe: Probe, client: Client) -> None:
         await probe.send(client, method, template, KEY, expect=401, code="unauthorized", **body)
         wrong = {"Authorization": "Bearer not-a-token"}
         await probe.send(
-            client, method, template, KEY, headers=wrong, expect=403, code="forbidden", **body
+            client, method, template, KEY, headers=wrong, expect=401, code="unauthorized", **body
         )
+        if method not in ("GET", "HEAD"):  # a known token without the right
+            await probe.send(
+                client, method, template, KEY, headers=READER, expect=403, code="forbidden", **body
+            )
     # A signed URL from /sign stands in for the token, and one that is wrong does not.
     await client.put(f"/videos/{KEY}", data=BODY, headers=WRITER)
     signed = await probe.send(
@@ -344,9 +350,10 @@ async def auth_answers(probe: Probe, client: Client) -> None:
     await probe.send(client, "GET", "/videos/{key}", KEY, params=query, expect=200)
     await probe.send(client, "GET", "/download/{key}", KEY, params=query, expect=200)
     forged = {**query, "sig": "0" * 64}
-    await probe.send(
-        client, "GET", "/videos/{key}", KEY, params=forged, expect=403, code="forbidden"
-    )
+    for method in ("GET", "HEAD"):
+        for template in ("/videos/{key}", "/download/{key}"):
+            code = None if method == "HEAD" else "forbidden"
+            await probe.send(client, method, template, KEY, params=forged, expect=403, code=code)
 
 
 async def store_failure_answers(probe: Probe, client: Client, status: str) -> None:

@@ -5,8 +5,9 @@
 - A signed URL carries ``expires`` (UNIX seconds) and ``sig``, the hex
   HMAC-SHA256 of ``signing_key`` over ``METHOD\\nKEY\\nEXPIRES``; it grants that
   one method (GET also covers HEAD) on that one key until it expires.
-- No credentials: 401 ``unauthorized``; wrong or expired ones: 403 ``forbidden``.
-  Every comparison is constant-time.
+- No credentials, or a token this server does not know: 401 ``unauthorized``;
+  a known token without the right (a read token writing), or a bad or expired
+  signature: 403 ``forbidden``. Every comparison is constant-time.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Authorizer:
         if token is None:
             raise Unauthorized("this request needs Authorization: Bearer <token>")
         if not _any_equal(token, allowed):
-            raise Forbidden("the token does not grant this access")
+            if not _any_equal(token, self.write_tokens + self.read_tokens):
+                raise Unauthorized("the token is not one this server knows")
+            raise Forbidden("a read token cannot write")
 
     def _tokens_for(self, access: Access) -> tuple[str, ...]:
         if access is Access.WRITE:

@@ -2,20 +2,27 @@
 
 Precedence, lowest first: the defaults below, ``config.toml`` (or
 ``--config PATH``), environment variables ``VIDPROXY_<SECTION>_<KEY>``, and
-CLI flags. Every problem is reported as one ``ConfigError`` line naming the key.
+CLI flags. Every problem is reported as one ``ConfigError`` line naming the key;
+``check_local_dirs`` adds the checks that need the disk, ``unknown_env_vars`` the
+warnings for ``VIDPROXY_*`` variables that name no setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import ipaddress
+import math
 import os
 import re
+import shutil
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .storage.parts import MAX_PART_SIZE, MIN_PART_SIZE
 from .units import GiB, KiB, MiB, TiB
@@ -38,6 +45,10 @@ _SIZE_UNITS = {
     "tib": TiB,
 }
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", re.ASCII)
+_INT_RE = re.compile(r"\s*[-+]?\d+\s*", re.ASCII)
+_FLOAT_RE = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*", re.ASCII)
+# How alike a misspelt name must be to a known one to be suggested (difflib's ratio).
+_SUGGEST_CUTOFF = 0.6
 
 
 class ConfigError(Exception):
@@ -205,6 +216,47 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return layers
 
 
+def unknown_env_vars(env: Mapping[str, str], also_known: Iterable[str] = ()) -> list[str]:
+    """One warning per ``VIDPROXY_*`` variable that names no setting (a typo
+    would otherwise be ignored without a word); ``also_known`` are other
+    programs' variables that share the prefix (the client's ``VIDPROXY_URL``)."""
+    settings = {
+        f"{section.upper()}_{name.upper()}"
+        for section in _sections()
+        for name in _field_types(section)
+    }
+    skip = {ENV_PREFIX + name for name in settings} | set(also_known)
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in skip or _is_service_link(name, env[name]):
+            continue
+        close = _closest_env_setting(name.removeprefix(ENV_PREFIX), settings)
+        hint = f" (did you mean {ENV_PREFIX}{close}?)" if close else ""
+        warnings.append(f"{name} names no setting and is ignored{hint}")
+    return warnings
+
+
+def _closest_env_setting(suffix: str, settings: set[str]) -> str | None:
+    """A setting whose key is ``suffix`` without its section (``PORT``:
+    ``SERVER_PORT``), else the closest spelling."""
+    same_key = sorted(s for s in settings if s.endswith(f"_{suffix}"))
+    return same_key[0] if same_key else _closest(suffix, settings)
+
+
+# What Kubernetes injects into every pod for a Service named "vidproxy"
+# (VIDPROXY_SERVICE_HOST, VIDPROXY_PORT=tcp://10.0.0.1:80, VIDPROXY_PORT_80_TCP_ADDR, ...).
+_SERVICE_LINK_RE = re.compile(
+    r"VIDPROXY_SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)|VIDPROXY_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?"
+)
+_SERVICE_LINK_URL_RE = re.compile(r"(tcp|udp|sctp)://\S+")
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    if name == f"{ENV_PREFIX}PORT":  # a typo for VIDPROXY_SERVER_PORT, unless a service link
+        return bool(_SERVICE_LINK_URL_RE.fullmatch(value))
+    return bool(_SERVICE_LINK_RE.fullmatch(name))
+
+
 def _merge(into: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]]) -> None:
     for section, values in layer.items():
         into.setdefault(section, {}).update(values)
@@ -224,15 +276,35 @@ def _build(layers: dict[str, dict[str, Any]]) -> Config:
     built: dict[str, Any] = {}
     for section, values in layers.items():
         if section not in sections:
-            raise ConfigError(f"{section}: unknown section")
+            raise ConfigError(f"{section}: unknown section{_did_you_mean(section, sections)}")
         types_ = _field_types(section)
         kwargs = {}
         for name, raw in values.items():
             if name not in types_:
-                raise ConfigError(f"{section}.{name}: unknown key")
+                raise ConfigError(f"{section}.{name}: unknown key{_key_hint(section, name)}")
             kwargs[name] = _coerce(f"{section}.{name}", types_[name], raw)
         built[section] = sections[section](**kwargs)
     return Config(**built)
+
+
+def _key_hint(section: str, name: str) -> str:
+    """The same key in another section (``[server] bucket``), else the closest
+    key of this section."""
+    elsewhere = [f"{other}.{name}" for other in _sections() if name in _field_types(other)]
+    if elsewhere:
+        return f" (did you mean {elsewhere[0]}?)"
+    close = _closest(name, _field_types(section))
+    return f" (did you mean {section}.{close}?)" if close else ""
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = _closest(name, known)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _closest(name: str, known: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=_SUGGEST_CUTOFF)
+    return matches[0] if matches else None
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -247,22 +319,48 @@ def _convert(kind: Any, raw: Any) -> Any:
         return parse_size(raw)
     if kind is bool:
         return _to_bool(raw)
-    if kind in (int, float):
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise ValueError(f"expected a number, got {raw!r}")
-        if kind is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError(f"expected a whole number, got {raw!r}")
-        return kind(raw)
+    if kind is int:
+        return _to_int(raw)
+    if kind is float:
+        return _to_float(raw)
     if kind == tuple[str, ...]:
-        items = raw if isinstance(raw, list) else str(raw).split(",")
-        if not all(isinstance(item, str) for item in items):
-            raise ValueError("expected a list of strings")
-        return tuple(item.strip() for item in items if item.strip())
+        return _to_strings(raw)
     if kind is str:
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {raw!r}")
         return raw
     raise TypeError(f"unsupported setting type {kind!r}")
+
+
+def _to_int(raw: Any) -> int:
+    # Messages in the setting's terms: int()'s own ("invalid literal for int()
+    # with base 10") would reach the operator verbatim.
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw):
+        return int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    raise ValueError(f"expected a whole number, got {raw!r}")
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+        return float(raw)
+    if isinstance(raw, str) and _FLOAT_RE.fullmatch(raw):
+        return float(raw)
+    raise ValueError(f"expected a number, got {raw!r}")
+
+
+def _to_strings(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("expected a list of strings")
+    # A blank entry is refused rather than dropped: a template whose secret was
+    # missing ("${WRITE_TOKEN}" unset) must not start with writes open.
+    if not all(item.strip() for item in items):
+        raise ValueError("an entry is empty or blank")
+    return tuple(item.strip() for item in items)
 
 
 def _to_bool(raw: Any) -> bool:
@@ -301,25 +399,113 @@ def _validate(config: Config) -> None:
         ("s3.abort_stale_uploads_after", s3.abort_stale_uploads_after >= 0, "must not be negative"),
         ("cache.idle_ttl", config.cache.idle_ttl > 0, "must be positive"),
         ("cache.revalidate_after", config.cache.revalidate_after >= -1, "must be -1 or more"),
+        (
+            "s3.endpoint_url",
+            _is_endpoint_url(s3.endpoint_url),
+            f"expected an http:// or https:// URL such as http://127.0.0.1:9000, "
+            f"got {s3.endpoint_url!r}",
+        ),
+        # Empty means "no signed URLs"; blank would be a key anyone can guess.
+        ("auth.signing_key", not _is_blank(config.auth.signing_key), "is blank"),
     ]
     for name, ok, message in checks:
         if not ok:
             raise ConfigError(f"{name}: {message}")
 
 
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)
+
+
+def _is_endpoint_url(url: str) -> bool:
+    """Empty (AWS), or what botocore will accept as an endpoint: checked here
+    so a typo is one line naming the key, not botocore's traceback at start."""
+    if not url:
+        return True
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    return parts.scheme in ("http", "https") and (
+        bool(_HOSTNAME_RE.fullmatch(host)) or _is_ipv6(host)
+    )
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
+def _is_blank(text: str) -> bool:
+    return bool(text) and not text.strip()
+
+
 def _read_secret_files(auth: AuthConfig) -> AuthConfig:
     """Fill tokens and the signing key from their ``*_file`` settings."""
     changes: dict[str, Any] = {}
     for name in ("write_tokens", "read_tokens", "signing_key"):
-        path = getattr(auth, f"{name}_file")
+        setting, path = f"auth.{name}_file", getattr(auth, f"{name}_file")
         if not path:
             continue
+        if not path.strip():
+            raise ConfigError(f"{setting}: is blank")
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"auth.{name}_file: cannot read {path}: {exc.strerror or exc}"
-            ) from None
+            raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
         lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+        # An empty file is a secret that did not arrive (an unmounted volume, a
+        # failed render), never "leave this access open".
+        if not lines:
+            raise ConfigError(f"{setting}: {path} holds no {name.replace('_', ' ')}")
         changes[name] = lines if name.endswith("tokens") else "".join(lines)
     return dataclasses.replace(auth, **changes) if changes else auth
+
+
+def check_local_dirs(config: Config) -> list[str]:
+    """Start-up checks that need the disk: the directories vidproxy will write
+    can be made, and the cache's free-space floor fits its disk. Raises
+    ``ConfigError`` naming the key; returns warnings (one line each)."""
+    if config.backend == "fs":
+        _usable_dir("fs.dir", config.fs.dir)
+        return []
+    if not config.cache.enabled:
+        return []
+    disk = shutil.disk_usage(_usable_dir("cache.dir", config.cache.dir))
+    floor = config.cache.min_free_bytes
+    if floor >= disk.total:
+        raise ConfigError(
+            f"cache.min_free_bytes: {_human_size(floor)} is more than the whole disk under "
+            f"cache.dir ({_human_size(disk.total)}): the cache could never store anything"
+        )
+    if floor >= disk.free:
+        return [
+            f"cache.min_free_bytes: {_human_size(floor)} is more than is free under cache.dir "
+            f"({_human_size(disk.free)}): nothing is cached until space is freed"
+        ]
+    return []
+
+
+def _usable_dir(setting: str, directory: str) -> Path:
+    """The directory itself, or the nearest existing parent it would be made in;
+    without creating anything, so a failed start leaves no trace."""
+    path = Path(directory).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise ConfigError(f"{setting}: {path} is a file, not a directory ({directory})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting}: {path} is not writable ({directory})")
+    return path
+
+
+def _human_size(size: int) -> str:
+    for unit, name in ((TiB, "TiB"), (GiB, "GiB")):
+        if size >= unit:
+            return f"{size / unit:.1f} {name}"
+    return f"{size / MiB:.1f} MiB"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -32,8 +34,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            # exc_text first: a filter may have rendered (and redacted) it already.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
@@ -101,3 +104,93 @@ def _loggable_path(request: web.BaseRequest) -> str:
         logged = value if unquote_plus(name) in _LOGGED_QUERY_KEYS else "REDACTED"
         parts.append(f"{name}={logged}")
     return path + "?" + "&".join(parts)
+
+
+# ---- credentials never reach a log --------------------------------------------
+
+# botocore's and aiobotocore's debug records show every S3 request as signed:
+# the Authorization header (access key id and signature), the canonical request
+# and string to sign, a session token. They stay at INFO whatever the level.
+SIGNING_LOGGERS = ("botocore", "aiobotocore")
+AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+REDACTED = "REDACTED"
+# Shorter configured secrets are not searched for: they would blank out common
+# words, and the shapes below still catch them where credentials travel.
+MIN_LITERAL_SECRET_CHARS = 6
+# Where a credential shows in request dumps, URLs and headers, whatever its
+# value: (a lowercase text it cannot appear without; what stays, to say what
+# was there; the credential itself).
+_CREDENTIAL_SHAPES = [
+    ("credential=", r"Credential=", r"[^\s,'\"&]+"),  # SigV4: key id / date / region / ...
+    ("signature", r"Signature[=:]\s*", r"[0-9a-fA-F]{16,}"),  # SigV4, X-Amz-Signature
+    ("x-amz-security-token", r"X-Amz-Security-Token['\"]?\s*[:=]\s*b?['\"]?", r"[^\s,'\"&]+"),
+    ("bearer", r"\bBearer\s+", r"[^\s,'\"]+"),
+    ("basic", r"\bBasic\s+", r"[^\s,'\"]+"),
+    ("sig=", r"[?&;]sig=", r"[^&\s'\"]+"),
+]
+
+
+class RedactCredentials(logging.Filter):
+    """A backstop on the handler: whatever a library logs, the configured tokens
+    and signing key, the AWS credentials from the environment, and anything
+    shaped like a credential (above) become REDACTED, in the message, the
+    traceback and the structured fields. A pattern runs only where its text
+    occurs, so a plain access line costs a lowercase copy and a few substring
+    searches."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._shapes = [
+            (trigger, re.compile(f"({keep}){value}", re.IGNORECASE))
+            for trigger, keep, value in _CREDENTIAL_SHAPES
+        ]
+        # Longest first, so a secret that contains another is replaced whole.
+        literals = {s for s in secrets if len(s) >= MIN_LITERAL_SECRET_CHARS}
+        self._literals = [
+            (secret.lower(), re.compile(re.escape(secret), re.IGNORECASE))
+            for secret in sorted(literals, key=len, reverse=True)
+        ]
+
+    def redact(self, text: str) -> str:
+        lowered = text.lower()
+        for trigger, shape in self._shapes:
+            if trigger in lowered:
+                text = shape.sub(rf"\g<1>{REDACTED}", text)
+        for secret, literal in self._literals:
+            if secret in lowered:
+                text = literal.sub(REDACTED, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {
+                k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()
+            }
+        return True
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def keep_credentials_out(secrets: Iterable[str], env: Mapping[str, str]) -> None:
+    """After ``configure_logging``: hold the signing loggers at INFO or above and
+    redact credentials on every root handler. ``secrets``: vidproxy's own tokens
+    and key; the AWS credentials are taken from ``env``."""
+    root = logging.getLogger()
+    for name in SIGNING_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    aws = [env[name] for name in AWS_CREDENTIAL_VARS if env.get(name)]
+    redact = RedactCredentials([*secrets, *aws])
+    for handler in root.handlers:
+        handler.addFilter(redact)

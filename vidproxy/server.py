@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from aiohttp import hdrs, web
@@ -35,7 +36,10 @@ async def serve(app: web.Application, config: Config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     try:
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(config.server.host, config.server.port, exc) from exc
         log.info("listening on http://%s:%d", config.server.host, config.server.port)
         await _wait_for_stop_signal()
         in_flight.draining = True
@@ -50,6 +54,19 @@ async def serve(app: web.Application, config: Config) -> None:
     finally:
         await runner.cleanup()
     log.info("stopped")
+
+
+class ListenError(Exception):
+    """The address cannot be bound (taken, not this machine's, privileged), as
+    opposed to a resource that failed to open before it."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        # The errno's own text: asyncio's message repeats the address. A name that
+        # does not resolve (gaierror, negative errno) has only its strerror.
+        errno = cause.errno or 0
+        reason = os.strerror(errno) if errno > 0 else cause.strerror or str(cause)
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.errno = errno
 
 
 async def _close_when_draining(request: web.BaseRequest, response: web.StreamResponse) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .commands import build_parser, run_client
+from .commands import build_parser, parse_args, run_client
 
 if __name__ == "__main__":
-    sys.exit(run_client(build_parser().parse_args()))
+    sys.exit(run_client(parse_args(build_parser())))

@@ -20,14 +20,30 @@ READ_TIMEOUT = 300.0  # seconds without a byte from the server before giving up
 ERROR_BODY_BYTES = 64 * 1024
 
 
+COLLECTION = "videos"
+
+
 def key_path(key: str) -> str:
-    return "/videos/" + quote(key, safe="/")
+    return f"/{COLLECTION}/" + quote(key, safe="/")
 
 
 def parse_base_url(text: str) -> URL:
+    """vidproxy's base URL. A path is kept as a prefix (vidproxy behind a
+    reverse proxy at ``/vp``: requests go to ``/vp/videos/KEY``), but one with a
+    ``videos`` segment names the collection or a key in it, not the base: it is
+    refused, since it would silently become part of every key."""
     url = URL(text.rstrip("/"))
     if url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"--url must be an http:// or https:// URL, got {text!r}")
+    if url.query_string or url.fragment:
+        raise UsageError(f"--url must not carry a query or fragment, got {text!r}")
+    if COLLECTION in url.parts:
+        prefix = url.parts[1 : url.parts.index(COLLECTION)]
+        base = url.with_path("/".join(("", *prefix)))
+        raise UsageError(
+            f"--url is vidproxy's base URL, without /{COLLECTION} (the client adds "
+            f"/{COLLECTION}/KEY itself): use {str(base).rstrip('/')}"
+        )
     return url
 
 

@@ -61,6 +61,7 @@ class Progress:
         self._clock = clock
         self._started = clock()
         self._drawn_at = float("-inf")
+        self._line_open = False  # drawn, and no newline after it yet
 
     def start_at(self, offset: int) -> None:
         """A resumed transfer: count ``offset`` bytes as done, not as speed."""
@@ -77,8 +78,14 @@ class Progress:
     def finish(self) -> None:
         if self._enabled:
             self._draw(self._clock())
+            self.end_line()
+
+    def end_line(self) -> None:
+        """End the bar's line, so what is written next starts on its own."""
+        if self._line_open:
             self._stream.write("\n")
             self._stream.flush()
+            self._line_open = False
 
     def _draw(self, now: float) -> None:
         if not self._enabled:
@@ -89,3 +96,4 @@ class Progress:
         line = render(self.label, self.done, self.total, rate, width - 1)
         self._stream.write("\r" + line.ljust(width - 1))
         self._stream.flush()
+        self._line_open = True

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 
 from .api import Api, key_path
-from .errors import ClientError, ServerError
+from .errors import ClientError, OutputClosed, ServerError
 from .progress import Progress
 
 CHUNK_BYTES = 256 * 1024
@@ -36,9 +36,12 @@ MakeProgress = Callable[[int | None], Progress]
 
 
 async def local(what: str | Path, fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking file call in a thread; its OSError becomes a ClientError."""
+    """Run a blocking file call in a thread; its OSError becomes a ClientError.
+    A broken pipe (only writes meet one) means the output's reader is done."""
     try:
         return await asyncio.to_thread(fn, *args)
+    except BrokenPipeError:
+        raise OutputClosed() from None
     except OSError as exc:
         raise ClientError(f"{what}: {exc.strerror or exc}") from exc
 
@@ -94,9 +97,16 @@ async def download_to_stream(api: Api, key: str, sink: BinaryIO, progress: MakeP
 
 
 async def download_to_file(
-    api: Api, key: str, path: Path, progress: MakeProgress, force_resume: bool = False
-) -> str:
-    """Fetch ``key`` into ``path``, resuming a partial file; say what happened."""
+    api: Api,
+    key: str,
+    path: Path,
+    progress: MakeProgress,
+    note: Callable[[str], None],
+    force_resume: bool = False,
+) -> None:
+    """Fetch ``key`` into ``path``, resuming a partial file. What is not a plain
+    download (resumed, started over, already complete) is said through ``note``
+    as soon as it is known, before the progress bar."""
     offset, etag = await local(path, _resume_point, path, force_resume)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     if offset and etag:
@@ -105,16 +115,21 @@ async def download_to_file(
     async with api.request("GET", key_path(key), ok=ok, headers=headers) as response:
         if response.status != 416:
             start = _resumed_from(response, offset)
+            if start:
+                note(f"{path}: resumed at {start} bytes")
+            elif offset:
+                note(f"{path}: started over")
             await _save(response, path, start, progress)
-            return f"resumed at {start} bytes" if start else "downloaded"
+            return
         total = _unsatisfied_total(response)
     # 416: nothing lies past ``offset``. Complete if it is exactly the object.
     if total == offset and await _is_whole_object(api, key, path):
         await local(path, _remove, etag_path(path))
-        return "already complete"
+        note(f"{path}: already complete")
+        return
     await local(path, _remove, etag_path(path))
-    await download_to_file(api, key, path, progress)
-    return "started over"
+    note(f"{path}: started over")
+    await download_to_file(api, key, path, progress, note)
 
 
 def _resume_point(path: Path, force: bool) -> tuple[int, str | None]:

@@ -1,10 +1,18 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the one readiness check at start."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from ..appkeys import STORE
+from ..errors import VidproxyError
+from ..storage.base import Store
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -13,7 +21,36 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 when the storage backend answers; its error (503) otherwise."""
+    """200 when the storage backend answers; its error (503), which says why, otherwise."""
     store = request.app[STORE]
     await store.check_ready()
     return web.json_response({"status": "ready", "backend": store.name})
+
+
+def check_once_at_start(
+    where: str,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` that asks the backend once, beside the start, and says
+    in one line whether it answers and why not. Never fatal: in a stack that
+    starts together S3 may come up after vidproxy, and /readyz reports it."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        check = asyncio.ensure_future(_check(app[STORE], where))
+        yield
+        check.cancel()
+        await asyncio.gather(check, return_exceptions=True)
+
+    return context
+
+
+async def _check(store: Store, where: str) -> None:
+    try:
+        await store.check_ready()
+    except VidproxyError as exc:
+        log.warning(
+            "storage not ready (%s): %s; serving anyway, /readyz answers 503 until it is",
+            where,
+            exc.message,
+        )
+        return
+    log.info("storage ready (%s)", where)

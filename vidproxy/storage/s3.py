@@ -19,7 +19,13 @@ from typing import Any
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from ..conditions import ByteRange, RangeSpec
 from ..config import S3Config
@@ -43,6 +49,8 @@ _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+# BotoCoreErrors too, but a cause of their own: nothing was sent at all.
+_NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
 
 
 class _MultipartEtags(enum.Enum):
@@ -65,6 +73,9 @@ async def s3_errors(operation: str) -> AsyncIterator[None]:
         yield
     except ClientError as exc:
         raise _from_client_error(exc, operation) from None
+    except _NO_CREDENTIALS as exc:
+        log.warning("S3 %s failed: %s", operation, type(exc).__name__)
+        raise UpstreamUnavailable(f"no usable S3 credentials were found ({operation})") from None
     except _UNREACHABLE as exc:
         log.warning("S3 %s failed: %s", operation, type(exc).__name__)
         raise UpstreamUnavailable(f"the storage backend is unreachable ({operation})") from None
@@ -117,6 +128,14 @@ async def open_s3_store(cfg: S3Config) -> AsyncIterator[S3Store]:
             yield store
         finally:
             await store.close()
+
+
+def describe_s3(cfg: S3Config) -> str:
+    """The bucket, endpoint, region and addressing the store will use, for the
+    operator's start-up line (never for clients: it names the endpoint)."""
+    region = _region(cfg, get_session().get_config_variable("region"))
+    endpoint, style = cfg.endpoint_url or "AWS", cfg.addressing_style
+    return f"S3 bucket {cfg.bucket!r} at {endpoint}, region {region}, {style} addressing"
 
 
 def _region(cfg: S3Config, from_aws_chain: str | None) -> str:

@@ -1,0 +1,169 @@
+"""``vidproxy serve`` as a process: what start-up says about the backend it uses;
+``--version``, ``--help`` and ``sign``'s options of the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
+from fault_rig import VidproxyProcess, running
+
+Wait = Callable[..., Awaitable[None]]
+NO_AWS_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SESSION_TOKEN": "",
+    # Nothing else in botocore's chain either, and no instance-metadata lookup
+    # (it would leave loopback).
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+}
+
+
+def readyz(process: VidproxyProcess) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(process.url + "/readyz", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    return {
+        **NO_STALE_UPLOAD_SWEEP_ENV,
+        "VIDPROXY_S3_BUCKET": bucket,
+        "VIDPROXY_S3_ENDPOINT_URL": endpoint,
+        "VIDPROXY_S3_ADDRESSING_STYLE": "path",
+        "VIDPROXY_S3_REGION": "eu-west-3",
+        "VIDPROXY_S3_MAX_ATTEMPTS": "1",
+    }
+
+
+def line_with(log: str, text: str) -> str:
+    return next(line for line in log.splitlines() if text in line)
+
+
+async def test_start_up_names_the_s3_backend_and_says_it_is_ready(
+    tmp_path: Path, moto_endpoint: str, bucket: str, wait_until: Wait
+) -> None:
+    env = {**s3_env(moto_endpoint, bucket), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    where = f"S3 bucket '{bucket}' at {moto_endpoint}, region eu-west-3, path addressing"
+    async with running(VidproxyProcess(tmp_path, env)) as process:
+
+        async def checked() -> bool:
+            return "storage ready" in process.log()
+
+        await wait_until(checked, "the start-up check's line")
+    log = process.log()
+    assert f"INFO vidproxy: vidproxy storing in {where}\n" in log
+    assert f" INFO vidproxy.handlers.health: storage ready ({where})\n" in log
+
+
+async def test_start_up_names_the_fs_directory(tmp_path: Path, wait_until: Wait) -> None:
+    env = {"VIDPROXY_FS_DIR": "data"}
+    async with running(VidproxyProcess(tmp_path, env)) as process:
+
+        async def checked() -> bool:
+            return "storage ready" in process.log()
+
+        await wait_until(checked, "the start-up check's line")
+    assert f"storage ready (the fs directory {tmp_path / 'data'})" in process.log()
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        "the storage backend is unreachable (HeadBucket)",
+        "no usable S3 credentials were found (HeadBucket)",
+        "the configured bucket is missing or not accessible",
+    ],
+)
+async def test_start_up_warns_in_one_line_with_the_cause_and_readyz_says_it(
+    tmp_path: Path, moto_endpoint: str, bucket: str, wait_until: Wait, cause: str
+) -> None:
+    endpoint, name, env = moto_endpoint, bucket, {}
+    if "unreachable" in cause:
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    elif "credentials" in cause:
+        env = NO_AWS_CREDENTIALS
+    else:
+        name = "no-such-bucket"
+    env = {**env, **s3_env(endpoint, name), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    process = VidproxyProcess(tmp_path, env)
+    # Not fatal: the process serves (a stack may start S3 after it) and says why not ready.
+    async with running(process, probe="/healthz"):
+
+        async def warned() -> bool:
+            return "storage not ready" in process.log()
+
+        await wait_until(warned, "the start-up warning", within=20)
+        status, body = readyz(process)
+    warning = line_with(process.log(), "storage not ready")
+    assert " WARNING " in warning
+    assert f"S3 bucket '{name}' at {endpoint}, region eu-west-3, path addressing" in warning
+    assert f"): {cause}; serving anyway" in warning
+    assert (status, body) == (503, {"error": "upstream_unavailable", "message": cause})
+
+
+# ---- --version and --help -------------------------------------------------------------
+
+
+def vidproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidproxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_version_is_the_packages() -> None:
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    result = vidproxy("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"vidproxy {version}\n", "")
+
+
+def test_help_is_plain_text_with_the_exit_codes() -> None:
+    result = vidproxy("--help")
+    assert result.returncode == 0
+    assert "``" not in result.stdout and ":class:" not in result.stdout
+    assert "vidproxy serve" in result.stdout
+    assert "exit codes:" in result.stdout
+    for code in ("0", "1", "2", "3", "4", "130"):
+        assert f" {code} " in result.stdout
+
+
+def test_sign_explains_method_and_does_not_offer_head() -> None:
+    shown = vidproxy("sign", "--help")
+    assert shown.returncode == 0
+    assert "GET (download, HEAD too), PUT (upload) or DELETE" in " ".join(shown.stdout.split())
+    refused = vidproxy("sign", "clip.mp4", "--method", "HEAD")
+    assert refused.returncode == 2
+    assert "invalid choice: 'HEAD'" in refused.stderr
+
+
+def test_sign_refuses_a_base_url_that_names_the_collection(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPROXY_")}
+    env["VIDPROXY_AUTH_SIGNING_KEY"] = "a-signing-key"
+    result = subprocess.run(
+        [sys.executable, "-m", "vidproxy", "sign", "k.mp4", "--url", "https://h/vp/videos"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip().endswith("use https://h/vp")
