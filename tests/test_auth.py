@@ -277,6 +277,13 @@ async def test_bad_signed_put_gets_403_before_100_continue(
     assert await stored(guarded, "up.mp4") is None
 
 
+async def test_a_head_signature_from_sign_serves_head(guarded: Client) -> None:
+    answer = await sign_via_api(guarded, {"key": KEY, "method": "HEAD"})
+    assert answer["method"] == "HEAD"
+    response = await guarded.head(answer["url"])
+    assert (response.status, response.headers["Content-Length"]) == (200, str(len(BODY)))
+
+
 async def test_signed_delete_deletes(guarded: Client) -> None:
     assert (await guarded.delete(signed(KEY, "DELETE"))).status == 204
     assert await stored(guarded) is None
