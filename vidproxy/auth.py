@@ -4,7 +4,9 @@
   An empty list leaves that kind of access open. A write token also reads.
 - A signed URL carries ``expires`` (UNIX seconds) and ``sig``, the hex
   HMAC-SHA256 of ``signing_key`` over ``METHOD\\nKEY\\nEXPIRES``; it grants that
-  one method (GET also covers HEAD) on that one key until it expires.
+  one operation on that one key until it expires. A method is signed as the
+  operation it names: HEAD as GET, and POST (``POST /upload/{key}``, the old
+  API's alias of PUT) as PUT.
 - No credentials: 401 ``unauthorized``; wrong, malformed or expired ones: 403
   ``forbidden``, whatever bytes they hold. Every comparison is constant-time.
 """
@@ -25,8 +27,8 @@ from .config import AuthConfig
 from .errors import Forbidden, Unauthorized
 
 READ_METHODS = frozenset({"GET", "HEAD"})
-# A GET grant covers HEAD, and a HEAD grant is a GET grant.
-_SIGNED_AS = {"HEAD": "GET"}
+# The one keyed POST is POST /upload/{key}, which stores like PUT /videos/{key}.
+_SIGNED_AS = {"HEAD": "GET", "POST": "PUT"}
 # What a signed URL can hold, checked before any arithmetic or comparison: ASCII
 # only (str.isdigit takes "²", which int() refuses; compare_digest refuses
 # non-ASCII str), and few enough digits for int() (which refuses 4,300 and more).
