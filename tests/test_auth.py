@@ -287,6 +287,39 @@ async def test_bad_signed_put_gets_403_before_100_continue(
     assert await stored(guarded, "up.mp4") is None
 
 
+async def test_a_head_signature_from_sign_serves_head(guarded: Client) -> None:
+    answer = await sign_via_api(guarded, {"key": KEY, "method": "HEAD"})
+    assert answer["method"] == "HEAD"
+    response = await guarded.head(answer["url"])
+    assert (response.status, response.headers["Content-Length"]) == (200, str(len(BODY)))
+
+
+async def test_a_signed_put_url_works_through_the_upload_alias(guarded: Client) -> None:
+    # POST /upload/{key} is the old API's PUT /videos/{key}: the same grant covers it.
+    alias = signed("up.mp4", "PUT").replace("/videos/", "/upload/", 1)
+    response = await guarded.post(alias, data=b"through the alias")
+    assert response.status == 201, await response.text()
+    assert await stored(guarded, "up.mp4") == b"through the alias"
+
+
+async def test_the_upload_alias_refuses_a_signed_put_for_another_key_before_100_continue(
+    guarded: Client, raw_connect: Connect
+) -> None:
+    connection = await raw_connect(guarded)
+    alias = signed("other.mp4", "PUT").replace("/videos/other.mp4", "/upload/up.mp4", 1)
+    await connection.send_head("POST", alias, {"Content-Length": "5", "Expect": "100-continue"})
+    async with asyncio.timeout(ANSWER_WITHIN):
+        status, _ = await connection.read_head()
+    assert status == 403
+    assert await stored(guarded, "up.mp4") is None
+
+
+async def test_the_upload_alias_takes_no_read_signature(guarded: Client) -> None:
+    alias = signed("up.mp4", "GET").replace("/videos/", "/upload/", 1)
+    await assert_error(await guarded.post(alias, data=b"x"), 403, "forbidden")
+    assert await stored(guarded, "up.mp4") is None
+
+
 async def test_signed_delete_deletes(guarded: Client) -> None:
     assert (await guarded.delete(signed(KEY, "DELETE"))).status == 204
     assert await stored(guarded) is None

@@ -614,6 +614,12 @@ async def test_range_garbage_answers_200_206_or_416_quickly(client: Client, head
 # ---- nothing echoed in response headers --------------------------------------------------------
 
 MARK = 'vpx<"mark>'
+# A download's name: printable ASCII in quotes (no quote, backslash or "%"), then
+# the exact name percent-encoded (RFC 5987 attr-chars).
+DISPOSITION = (
+    r'attachment; filename="[ !#$&-\[\]-~]*"'
+    r"(; filename\*=UTF-8''[!#$&+.^_`|~0-9A-Za-z%-]*)?"
+)
 
 
 async def test_no_response_header_echoes_request_input(
@@ -651,6 +657,8 @@ async def test_no_response_header_echoes_request_input(
         for name, value in response.headers.items():
             if name == "Location":
                 assert re.fullmatch(r"/videos/[A-Za-z0-9%._~/-]+", value), value
+            elif name == "Content-Disposition":  # the key's name, quoted and encoded
+                assert re.fullmatch(DISPOSITION, value), value
             else:
                 assert "vpx" not in value.lower(), (response.url, name, value)
         if response.status >= 400:

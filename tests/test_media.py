@@ -1,16 +1,24 @@
-"""media.py: the Content-Type header is validated, else guessed from the key, else sniffed."""
+"""media.py: the Content-Type header is validated, else guessed from the key, else
+sniffed; only media and raster images are shown inline, the rest is an attachment."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vidproxy.errors import BadRequest
 from vidproxy.media import (
     FALLBACK_TYPE,
     MAX_CONTENT_TYPE_LENGTH,
+    attachment_disposition,
     choose_content_type,
     guess_from_key,
     safe_content_type,
+    shown_inline,
     sniff,
     validate_content_type,
 )
@@ -125,3 +133,80 @@ def test_fallback_when_nothing_is_known() -> None:
 def test_bad_header_is_rejected_even_with_a_good_key() -> None:
     with pytest.raises(BadRequest):
         choose_content_type("garbage", "clip.mp4", MP4_HEAD)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "video/mp4",
+        "video/webm; codecs=vp9",
+        "VIDEO/X-Matroska",
+        "audio/ogg",
+        "image/png",
+        "image/JPEG",
+        "image/gif ; x=y",
+        "image/webp",
+    ],
+)
+def test_media_and_raster_images_are_shown_inline(value: str) -> None:
+    assert shown_inline(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text/html",
+        "text/html; charset=utf-8",
+        "image/svg+xml",
+        "application/xhtml+xml",
+        "text/xml",
+        "application/xml",
+        "application/pdf",
+        "application/octet-stream",
+        "text/plain",
+        "application/vnd.apple.mpegurl",
+        "application/dash+xml",
+        "image/x-icon",
+        "multipart/x-mixed-replace",
+        "videos/mp4",
+    ],
+)
+def test_everything_else_is_a_download(value: str) -> None:
+    assert not shown_inline(value)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("clip.html", 'attachment; filename="clip.html"'),
+        ("a/b/My Clip (1).svg", 'attachment; filename="My Clip (1).svg"'),
+        ("x/100%.html", "attachment; filename=\"100_.html\"; filename*=UTF-8''100%25.html"),
+        (
+            "vidéo ✓.html",
+            "attachment; filename=\"vid_o _.html\"; filename*=UTF-8''vid%C3%A9o%20%E2%9C%93.html",
+        ),
+        ("it's.txt", 'attachment; filename="it\'s.txt"'),
+    ],
+)
+def test_attachments_are_named_after_the_last_key_segment(key: str, expected: str) -> None:
+    assert attachment_disposition(key) == expected
+
+
+# RFC 6266 §4.1 with a quoted filename, optionally followed by an RFC 5987 filename*.
+_DISPOSITION_RE = re.compile(
+    r'attachment; filename="((?:[ !#$&-\[\]-~])*)"'
+    r"(?:; filename\*=UTF-8''([!#$&+\-.^_`|~0-9A-Za-z%]*))?"
+)
+
+
+@given(st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40))
+def test_any_name_makes_a_sendable_header_that_keeps_it_exactly(name: str) -> None:
+    value = attachment_disposition("folder/" + name.replace("/", "_"))
+    match = _DISPOSITION_RE.fullmatch(value)
+    assert match is not None, value
+    plain, extended = match.groups()
+    exact = name.replace("/", "_")
+    if extended is None:
+        assert plain == exact
+    else:
+        assert unquote(extended, errors="strict") == exact

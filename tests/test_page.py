@@ -4,6 +4,9 @@ Chromium (headless, through Playwright) to upload, list, play, seek and delete."
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from chromium import CHROMIUM, CHROMIUM_ARGS
+from chromium import launched_chromium
 from conftest import RunAppServer
 
 from vidproxy.app import create_app
@@ -59,6 +62,32 @@ async def test_index_is_html_that_browsers_revalidate(site: TestClient[Any, Any]
     assert await again.read() == b""
 
 
+async def test_the_page_allows_only_its_own_script_and_style(site: TestClient[Any, Any]) -> None:
+    response = await site.get("/")
+    page_text = await response.read()
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["Content-Security-Policy"].split(";")
+    )
+    # The hashes of exactly the script and style the page holds, computed here.
+    for tag in ("script", "style"):
+        body = re.search(rb"<%b>(.*?)</%b>" % (tag.encode(), tag.encode()), page_text, re.DOTALL)
+        assert body is not None
+        digest = base64.b64encode(hashlib.sha256(body[1]).digest()).decode()
+        assert policy[f"{tag}-src"] == f"'sha256-{digest}'"
+    assert policy == {
+        "default-src": "'none'",
+        "script-src": policy["script-src"],
+        "style-src": policy["style-src"],
+        "connect-src": "'self'",
+        "media-src": "'self'",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+
+
 # ---- in the browser ----------------------------------------------------------
 
 
@@ -80,26 +109,21 @@ def webm_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("chromium is not installed")
-    return CHROMIUM
+async def browser() -> AsyncIterator[Any]:
+    async with launched_chromium() as browser:
+        yield browser
 
 
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.fail("the playwright package is not installed (pip install playwright)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+def csp_violations(tab: Any) -> list[str]:
+    """Console reports of anything the page's Content-Security-Policy blocked."""
+    seen: list[str] = []
+    tab.on(
+        "console",
+        lambda message: (
+            seen.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return seen
 
 
 SEEK_AND_WAIT = """(to) => new Promise((resolve, reject) => {
@@ -127,6 +151,7 @@ async def test_upload_play_seek_delete(
             await dialog.accept()
 
         tab.on("dialog", accept)
+        blocked = csp_violations(tab)
         media: list[int] = []
 
         def record(response: Any) -> None:
@@ -164,6 +189,7 @@ async def test_upload_play_seek_delete(
         assert dialogs == ['Delete "clip.webm"? This cannot be undone.']
         assert (await site.get("/videos/clip.webm")).status == 404
         assert await tab.locator("tr[data-key]").count() == 1
+        assert blocked == []  # the strict policy costs the page nothing
     finally:
         await context.close()
 
@@ -291,5 +317,68 @@ async def test_with_tokens_the_player_and_links_use_signed_urls(
         # The link works with no Authorization header at all.
         path = link.removeprefix(str(guarded_site.make_url("")))
         assert (await guarded_site.get(path)).status == 200
+    finally:
+        await context.close()
+
+
+TOKEN_IN_STORAGE = """() => [sessionStorage.getItem('vidproxy.token'),
+                            localStorage.getItem('vidproxy.token')]"""
+
+
+async def save_token(tab: Any, token: str, *, remember: bool) -> None:
+    await tab.fill("#token", token)
+    await tab.set_checked("#token-remember", remember)
+    await tab.click("#token-form button[type=submit]")
+    await tab.wait_for_selector("#message:not([hidden])", timeout=STEP_TIMEOUT_MS)
+
+
+async def test_the_token_lasts_for_the_tab_unless_remembered(
+    guarded_site: TestClient[Any, Any], browser: Any
+) -> None:
+    url = str(guarded_site.make_url("/"))
+    context = await browser.new_context(viewport=VIEWPORT)
+    try:
+        tab = await context.new_page()
+        await tab.goto(url)
+        await save_token(tab, WRITE_TOKEN, remember=False)
+        assert await tab.evaluate(TOKEN_IN_STORAGE) == [WRITE_TOKEN, None]
+        await tab.reload()  # the same tab keeps it
+        assert await tab.input_value("#token") == WRITE_TOKEN
+        other = await context.new_page()  # another tab (or a restart) does not
+        await other.goto(url)
+        assert await other.input_value("#token") == ""
+
+        await save_token(tab, WRITE_TOKEN, remember=True)
+        assert await tab.evaluate(TOKEN_IN_STORAGE) == [None, WRITE_TOKEN]
+        third = await context.new_page()
+        await third.goto(url)
+        assert await third.input_value("#token") == WRITE_TOKEN
+        assert await third.is_checked("#token-remember")
+
+        await third.click("#token-clear")
+        assert await third.evaluate(TOKEN_IN_STORAGE) == [None, None]
+    finally:
+        await context.close()
+
+
+async def test_a_video_link_opened_in_its_own_tab_plays(
+    site: TestClient[Any, Any], browser: Any, webm_clip: Path
+) -> None:
+    """What "Copy link" hands out, opened directly: Chromium's own player, under the
+    policy objects shown inline get (no script, but the player may load the media)."""
+    data = await asyncio.to_thread(webm_clip.read_bytes)
+    stored = await site.put("/videos/clip.webm", data=data, skip_auto_headers={"Content-Type"})
+    assert stored.status == 201
+    assert (await stored.json())["content_type"] == "video/webm"
+    context = await browser.new_context()
+    try:
+        tab = await context.new_page()
+        blocked = csp_violations(tab)
+        await tab.goto(str(site.make_url("/videos/clip.webm")))
+        video = "document.querySelector('video')"
+        await tab.wait_for_function(f"() => {video}.readyState >= 1", timeout=STEP_TIMEOUT_MS)
+        duration = await tab.evaluate(f"() => {video}.duration")
+        assert abs(duration - CLIP_SECONDS) < SEEK_TOLERANCE
+        assert blocked == []
     finally:
         await context.close()

@@ -368,7 +368,11 @@ async def test_list_accepts_limit_1000(fs_client: Client) -> None:
     assert (await fs_client.get("/videos", params={"limit": "1000"})).status == 200
 
 
-@pytest.mark.parametrize("limit", ["0", "1001", "-1", "ten", "", "2.5"])
+# Superscript two and Arabic-Indic ten are digits to str.isdigit; int() refuses
+# 5,000 ASCII ones.
+@pytest.mark.parametrize(
+    "limit", ["0", "1001", "-1", "ten", "", "2.5", "\u00b2", "\u0661\u0660", "9" * 5000]
+)
 async def test_list_bad_limit_is_400_json(fs_client: Client, limit: str) -> None:
     response = await fs_client.get("/videos", params={"limit": limit})
     assert response.status == 400

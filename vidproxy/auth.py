@@ -4,16 +4,20 @@
   An empty list leaves that kind of access open. A write token also reads.
 - A signed URL carries ``expires`` (UNIX seconds) and ``sig``, the hex
   HMAC-SHA256 of ``signing_key`` over ``METHOD\\nKEY\\nEXPIRES``; it grants that
-  one method (GET also covers HEAD) on that one key until it expires.
+  one operation on that one key until it expires. A method is signed as the
+  operation it names: HEAD as GET, and POST (``POST /upload/{key}``, the old
+  API's alias of PUT) as PUT.
 - No credentials, or a token this server does not know: 401 ``unauthorized``;
-  a known token without the right (a read token writing), or a bad or expired
-  signature: 403 ``forbidden``. Every comparison is constant-time.
+  a known token without the right (a read token writing), or a bad, malformed
+  or expired signature: 403 ``forbidden``, whatever bytes they hold. Every
+  comparison is constant-time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +29,14 @@ from .config import AuthConfig
 from .errors import Forbidden, Unauthorized
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# The one keyed POST is POST /upload/{key}, which stores like PUT /videos/{key}.
+_SIGNED_AS = {"HEAD": "GET", "POST": "PUT"}
+# What a signed URL can hold, checked before any arithmetic or comparison: ASCII
+# only (str.isdigit takes "²", which int() refuses; compare_digest refuses
+# non-ASCII str), and few enough digits for int() (which refuses 4,300 and more).
+# Twelve digits of UNIX seconds reach the year 33658.
+_EXPIRES_RE = re.compile(r"[0-9]{1,12}")
+_SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")  # hex HMAC-SHA256, as hexdigest() writes it
 
 
 class Access(Enum):
@@ -40,7 +52,7 @@ class Authorizer:
 
     @classmethod
     def from_config(cls, cfg: AuthConfig) -> Authorizer:
-        return cls(cfg.write_tokens, cfg.read_tokens, cfg.signing_key.encode())
+        return cls(cfg.write_tokens, cfg.read_tokens, _utf8(cfg.signing_key))
 
     def check(self, request: web.BaseRequest, access: Access, key: str | None = None) -> None:
         """Raise ``Unauthorized`` or ``Forbidden`` unless ``request`` may do ``access``."""
@@ -67,20 +79,22 @@ class Authorizer:
 
     def _check_signature(self, request: web.BaseRequest, key: str) -> None:
         expires = request.query.get("expires", "")
-        method = "GET" if request.method == "HEAD" else request.method
-        if not self.signing_key or not expires.isdigit():
+        sig = request.query.get("sig", "")
+        well_formed = _EXPIRES_RE.fullmatch(expires) and _SIGNATURE_RE.fullmatch(sig)
+        if not self.signing_key or not well_formed:
             raise Forbidden("the signed URL is not valid")
-        expected = self.signature(method, key, int(expires))
-        if not hmac.compare_digest(expected, request.query.get("sig", "")):
+        expected = self.signature(request.method, key, int(expires))
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
             raise Forbidden("the signed URL is not valid")
         if int(expires) < time.time():
             raise Forbidden("the signed URL has expired")
 
     def signature(self, method: str, key: str, expires: int) -> str:
         method = method.upper()
-        if method == "HEAD":
-            method = "GET"  # a GET grant covers HEAD, and a HEAD grant is a GET grant
-        message = f"{method}\n{key}\n{expires}".encode()
+        method = _SIGNED_AS.get(method, method)
+        # surrogatepass: a key that is not valid UTF-8 gets a signature that
+        # matches nothing (and a 400 from the key check), never an exception.
+        message = f"{method}\n{key}\n{expires}".encode("utf-8", "surrogatepass")
         return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
 
     def signed_path(self, method: str, key: str, ttl: int) -> tuple[str, int]:
@@ -98,9 +112,17 @@ def _bearer_token(request: web.BaseRequest) -> str | None:
 
 
 def _any_equal(token: str, allowed: tuple[str, ...]) -> bool:
+    sent = _utf8(token)
     # Compare against every token, so timing says nothing about which matched.
-    matches = [hmac.compare_digest(token.encode(), a.encode()) for a in allowed]
+    matches = [hmac.compare_digest(sent, _utf8(a)) for a in allowed]
     return any(matches)
+
+
+def _utf8(text: str) -> bytes:
+    # aiohttp decodes header bytes, and Python the environment, as UTF-8 with
+    # surrogateescape: encoding the same way gives back the bytes that were
+    # sent or set, whatever they were, instead of raising.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def access_for(method: str) -> Access:

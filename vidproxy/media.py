@@ -1,9 +1,11 @@
-"""Content types: validate what the client sent, else guess from the key, else sniff."""
+"""Content types: validate what the client sent, else guess from the key, else sniff;
+and how a stored type may be presented to a browser (inline, or as a download)."""
 
 from __future__ import annotations
 
 import mimetypes
 import re
+from urllib.parse import quote
 
 from .errors import BadRequest
 
@@ -32,6 +34,36 @@ _VIDEO_TYPES = {
     ".avi": "video/x-msvideo",
     ".flv": "video/x-flv",
 }
+
+
+# What a browser shows inline without building a document from the stored bytes:
+# its own media player, or a raster image. Never SVG or XML (they carry script),
+# HTML, PDF, text, or anything unknown: those are downloads.
+_INLINE_MAJOR_TYPES = frozenset({"video", "audio"})
+_INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# RFC 5987 §3.2.1 attr-char, less ALPHA / DIGIT (which quote() never escapes).
+_ATTR_CHAR_PUNCTUATION = "!#$&+-.^_`|~"
+# Printable ASCII goes into the quoted filename as is, except these: the quote
+# and backslash would need escaping, and some browsers percent-decode "%".
+_UNQUOTABLE = frozenset('"\\%')
+
+
+def shown_inline(content_type: str) -> bool:
+    """Whether a browser may render a stored object of this type in place."""
+    essence = content_type.partition(";")[0].strip().lower()
+    return essence.partition("/")[0] in _INLINE_MAJOR_TYPES or essence in _INLINE_IMAGE_TYPES
+
+
+def attachment_disposition(key: str) -> str:
+    """``Content-Disposition: attachment`` named after the key's last segment:
+    an ASCII ``filename`` for every browser, and ``filename*`` (RFC 6266 §4.3,
+    RFC 5987) with the exact name when that one had to be changed."""
+    name = key.rsplit("/", 1)[-1]
+    plain = "".join(c if " " <= c <= "~" and c not in _UNQUOTABLE else "_" for c in name)
+    value = f'attachment; filename="{plain}"'
+    if plain != name:
+        value += "; filename*=UTF-8''" + quote(name, safe=_ATTR_CHAR_PUNCTUATION)
+    return value
 
 
 def validate_content_type(value: str) -> str:

@@ -4,6 +4,12 @@ Local files go out through aiohttp's ``FileResponse`` (sendfile). It is handed a
 copy of the request that asks for exactly the range ``conditions.plan_response``
 chose, and keeps the store's validators instead of its own mtime-size ETag,
 so cold (S3) and warm (disk) answers match header for header.
+
+``object_headers`` is the one place that decides how a browser may treat the
+stored bytes, for every path (fs, S3, cache hit or miss; 200, 206, HEAD, 304):
+no stored byte ever runs script on the service's origin, whatever type its
+uploader chose. Media and raster images are shown inline; everything else is a
+download. Every answer carries a CSP that forbids script, and ``nosniff``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from multidict import CIMultiDict
 
 from .conditions import ByteRange, Plan, plan_response
 from .errors import VidproxyError
+from .media import attachment_disposition, shown_inline
 from .storage.base import ObjectInfo, ObjectReader, close_stream
 
 log = logging.getLogger(__name__)
@@ -35,20 +42,52 @@ _CONDITIONAL_HEADERS = (
     hdrs.ACCEPT_ENCODING,
 )
 
+# A download, or a document some browser renders anyway: no script, no fetches,
+# an opaque origin (so no access to the page's storage or cookies).
+DOWNLOAD_CSP = "sandbox; default-src 'none'"
+# Media and images opened directly: the browser's own player or image view, still
+# without script. Chromium's player fetches the URL again from inside the document,
+# so the document keeps its origin (allow-same-origin without allow-scripts) and
+# may load media and images from it; under a plain sandbox it cannot play.
+INLINE_CSP = "sandbox allow-same-origin; default-src 'none'; media-src 'self'; img-src 'self'"
+# Headers a 304 repeats (RFC 9110 §15.4.5): the validators, and the ones that say
+# how to treat the bytes, so a browser's copy cached before they existed gets them.
+_NOT_MODIFIED_HEADERS = (
+    hdrs.ETAG,
+    hdrs.LAST_MODIFIED,
+    "X-Cache",
+    hdrs.CONTENT_DISPOSITION,
+    "Content-Security-Policy",
+    "X-Content-Type-Options",
+)
+
 
 def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]:
     headers = {
+        # The stored type goes out unchanged: players need it, and the
+        # disposition and CSP below are what keep it harmless.
         hdrs.CONTENT_TYPE: info.content_type,
         hdrs.ETAG: info.etag,
         hdrs.LAST_MODIFIED: _http_date(info),
         hdrs.ACCEPT_RANGES: "bytes",
         "X-Content-Type-Options": "nosniff",
+        **presentation_headers(info),
     }
     if info.sha256:
         headers["X-Content-SHA256"] = info.sha256
     if cache_status:
         headers["X-Cache"] = cache_status
     return headers
+
+
+def presentation_headers(info: ObjectInfo) -> dict[str, str]:
+    """How a browser may treat the bytes: inline media, or a sandboxed download."""
+    if shown_inline(info.content_type):
+        return {"Content-Security-Policy": INLINE_CSP}
+    return {
+        hdrs.CONTENT_DISPOSITION: attachment_disposition(info.key),
+        "Content-Security-Policy": DOWNLOAD_CSP,
+    }
 
 
 async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamResponse:
@@ -61,7 +100,7 @@ async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamR
             exc.extra_headers["X-Cache"] = reader.cache_status
         raise
     if plan.status == 304:
-        return web.Response(status=304, headers=_validator_headers(headers))
+        return web.Response(status=304, headers=_not_modified_headers(headers))
     if plan.range is not None:
         headers[hdrs.CONTENT_RANGE] = plan.range.content_range(info.size)
     if reader.local_path is not None:
@@ -77,10 +116,9 @@ async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamR
     return await _stream(request, plan, headers, length, chunks)
 
 
-def _validator_headers(headers: dict[str, str]) -> dict[str, str]:
-    # RFC 9110 §15.4.5: a 304 carries the validators, not the representation's length.
-    keep = (hdrs.ETAG, hdrs.LAST_MODIFIED, "X-Cache")
-    return {k: v for k, v in headers.items() if k in keep}
+def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
+    # Not the representation's type or length: the client keeps its copy's.
+    return {k: v for k, v in headers.items() if k in _NOT_MODIFIED_HEADERS}
 
 
 async def _stream(

@@ -3,11 +3,19 @@
 The page is package data, read once at import: it is immutable, not state.
 ``no-cache`` makes browsers revalidate on every visit (RFC 9111 §5.2.2.4), and
 the ETag makes that revalidation a 304 until a new release changes the page.
+
+Its Content-Security-Policy allows exactly the page's own inline script and
+style, by hash (computed here from the page, so an edit cannot leave it stale),
+and nothing inline besides: markup that reached the page some other way could
+not run. It talks to and plays from this origin only, cannot be framed, and has
+no base URL or form target to redirect.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 from importlib import resources
 
 from aiohttp import web
@@ -15,15 +23,38 @@ from aiohttp import web
 PAGE = resources.files("vidproxy").joinpath("static/index.html").read_bytes()
 _ETAG_VALUE = hashlib.sha256(PAGE).hexdigest()[:32]
 PAGE_ETAG = f'"{_ETAG_VALUE}"'
+
+
+def inline_source_hash(page: bytes, tag: str) -> str:
+    """The CSP source (CSP 3 §8.4, ``'sha256-BASE64'``) of the page's one ``<tag>``."""
+    found = re.findall(rb"<%b>(.*?)</%b>" % (tag.encode(), tag.encode()), page, re.DOTALL)
+    if len(found) != 1:
+        raise ValueError(f"the page must hold exactly one <{tag}> element, not {len(found)}")
+    # Browsers hash the element's text as parsed, and HTML parsing turns CRLF into LF.
+    digest = hashlib.sha256(found[0].replace(b"\r\n", b"\n")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+PAGE_CSP = "; ".join(
+    [
+        "default-src 'none'",
+        f"script-src {inline_source_hash(PAGE, 'script')}",
+        f"style-src {inline_source_hash(PAGE, 'style')}",
+        "connect-src 'self'",  # the API: fetch and the upload XHR
+        "media-src 'self'",  # the player
+        "base-uri 'none'",
+        "form-action 'none'",  # the token form is handled in script, never submitted
+        "frame-ancestors 'none'",
+    ]
+)
 PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "ETag": PAGE_ETAG,
     "X-Content-Type-Options": "nosniff",
-    # The page links to nothing outside this origin; signed links stay out of Referer.
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": PAGE_CSP,
+    # No window opened from elsewhere keeps a handle on the page.
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # Signed links stay out of Referer.
     "Referrer-Policy": "no-referrer",
 }
 
