@@ -402,9 +402,13 @@ class S3Reader:
         spec = byte_range.spec() if byte_range is not None else None
         try:
             # If-Match pins the version the headers already describe.
-            response, fetched, _ = await self._store._get(self.info.key, spec, self.info.etag)
+            response, fetched, info = await self._store._get(self.info.key, spec, self.info.etag)
         except (PreconditionFailed, NotFound, _Unsatisfiable):
             raise UpstreamUnavailable("the video changed while it was being read; retry") from None
+        if info.etag != self.info.etag:
+            # A store that ignores If-Match (rclone) still names what it sent.
+            response["Body"].close()
+            raise UpstreamUnavailable("the video changed while it was being read; retry")
         if fetched != byte_range:
             response["Body"].close()
             raise UpstreamError("the storage backend ignored a Range request")
