@@ -15,7 +15,7 @@ import asyncio
 import bisect
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..conditions import ByteRange
@@ -34,10 +34,21 @@ KEEP_BEHIND = 2 * MiB
 
 
 class Fill:
-    def __init__(self, info: ObjectInfo, source: ObjectReader, temp: Path) -> None:
+    def __init__(
+        self,
+        info: ObjectInfo,
+        source: ObjectReader,
+        temp: Path,
+        room: Awaitable[object] | None = None,
+    ) -> None:
         self.info = info
         self.source = source  # serves ranges the fill cannot, pinned to info.etag
         self.temp = temp
+        # Disk space being freed for this fill (evicted entries' unlinks): no
+        # byte is written before it is.
+        self._room = room
+        # Called once the temp file is closed (its data may be an entry by then).
+        self.on_closed: Callable[[], None] | None = None
         self.filled = 0  # bytes readers can have: in memory or in the temp file
         self.written = 0  # bytes in the temp file
         self.complete = False
@@ -54,6 +65,10 @@ class Fill:
         self._fd: int | None = None  # opened by the first write, off the event loop
         self._closing = False
         self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def size(self) -> int:
+        return self.info.size
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         """Copy ``chunks`` into the temp file; raises unless all ``info.size`` bytes got in."""
@@ -85,6 +100,9 @@ class Fill:
     async def _flush(self) -> None:
         """Start writing what has arrived, once the previous write is done."""
         await self._settle()
+        if self._room is not None:
+            room, self._room = self._room, None
+            await room
         # Writes end on chunk boundaries: the batch is every chunk from _unsent on.
         batch = self._chunks[bisect.bisect_left(self._offsets, self._unsent) :]
         offset, self._unsent = self._unsent, self.filled
@@ -144,9 +162,14 @@ class Fill:
         self._close_when_unused()
 
     def _close_when_unused(self) -> None:
-        if self._closing and self.readers == 0 and self._fd is not None:
+        if not self._closing or self.readers > 0:
+            return
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self.on_closed is not None:
+            self.on_closed, closed = None, self.on_closed
+            closed()
 
 
 async def read_following(fill: Fill, byte_range: ByteRange) -> AsyncIterator[bytes | memoryview]:
