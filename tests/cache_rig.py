@@ -139,6 +139,11 @@ class CacheRig:
         tmp = self.cache_dir / "tmp"
         return sorted(tmp.iterdir()) if tmp.is_dir() else []
 
+    def entry_files(self) -> list[Path]:
+        """The data files of complete entries (not their metadata)."""
+        entries = self.cache_dir / "entries"
+        return sorted(p for p in entries.glob("*/*") if p.suffix != ".json")
+
 
 @pytest.fixture(name="cache_rig")
 def cache_rig_fixture(

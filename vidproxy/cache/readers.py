@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..conditions import ByteRange, RangeSpec
+from ..errors import ObjectDamaged
 from ..files import read_file
 from ..storage.base import ObjectReader, close_stream
 from ..units import MiB
@@ -49,6 +50,10 @@ class HitReader:
     async def aclose(self) -> None:
         self._store.release(self._entry)
 
+    def damaged(self, found: str) -> ObjectDamaged:
+        self._store.drop_damaged(self._entry, found)
+        return ObjectDamaged(f"the cached copy was damaged ({found}) and is dropped; retry")
+
 
 class FillReader:
     """Reads an object that is being filled: as the fill brings it in, or, for a
@@ -71,6 +76,9 @@ class FillReader:
 
     async def aclose(self) -> None:
         self._store.release_fill(self._fill)
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        return self._fill.source.damaged(found)
 
 
 class FarRangeReader:
@@ -106,3 +114,6 @@ class FarRangeReader:
         if self._chunks is not None:
             await close_stream(self._chunks)  # closing our wrapper may not have
         await self._direct.aclose()
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        return self._direct.damaged(found)

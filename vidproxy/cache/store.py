@@ -381,6 +381,11 @@ class CachingStore:
             self._evictions += 1
             self._drop(entry.info.key)
 
+    def drop_damaged(self, entry: Entry, found: str) -> None:
+        log.error("cache: the entry for %r (%s) is damaged: %s", entry.info.key, entry.path, found)
+        if self._entries.get(entry.info.key) is entry:
+            self._drop(entry.info.key)
+
     def _drop(self, key: str) -> asyncio.Task[None] | None:
         """Take ``key`` out of the index; its unlink, if it starts now."""
         entry = self._entries.pop(key, None)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..conditions import ByteRange, RangeSpec, Validators
+from ..errors import ObjectDamaged
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class ObjectReader(Protocol):
     def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        """``local_path`` turned out not to hold ``info`` (``found`` says how):
+        log it, stop offering that file, and return the error to answer with."""
+        ...
 
 
 async def close_stream(chunks: AsyncIterator[bytes]) -> None:

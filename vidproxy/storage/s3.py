@@ -23,7 +23,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..conditions import ByteRange, RangeSpec
 from ..config import S3Config
-from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, UpstreamUnavailable
+from ..errors import (
+    NotFound,
+    ObjectDamaged,
+    PreconditionFailed,
+    TooLarge,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from ..hashing import BackgroundHash
 from ..media import safe_content_type
 from ..units import KiB
@@ -418,6 +425,10 @@ class S3Reader:
         if self._response is not None:
             self._response["Body"].close()
             self._response = None
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        log.error("S3 object %r is damaged: %s", self.info.key, found)
+        return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
 async def _iter_body(body: Any) -> AsyncIterator[bytes]:
