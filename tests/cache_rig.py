@@ -122,10 +122,15 @@ class CacheRig:
         config = self._make_config("s3", cache=settings, s3=s3)
         return await self._start(config)
 
-    async def upload(self, key: str, body: bytes) -> str:
+    async def upload(self, key: str, body: bytes, **metadata: str) -> str:
         """Put ``body`` under ``key`` directly in moto; returns the ETag."""
         response = await asyncio.to_thread(
-            self.s3.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType=CONTENT_TYPE
+            self.s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=CONTENT_TYPE,
+            Metadata=metadata,
         )
         return str(response["ETag"])
 

@@ -8,7 +8,8 @@ Layout under ``cache.dir``::
 
 An entry exists once its metadata file is renamed into place, after its data
 file; the data file's mtime records the last access, so idle timers survive
-a restart.
+a restart. The metadata records what the data hashed to when it was filled
+(``content``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ulid import ULID
 
 from ..files import sync_dir, write_atomically
+from ..integrity import Digest, content_record
 from ..keys import key_digest
 from ..storage.base import ObjectInfo
 
@@ -89,13 +92,14 @@ class CacheDir:
     def temp_path(self, key: str) -> Path:
         return self._tmp / f"{key_digest(key)}.{ULID()}"
 
-    def commit(self, info: ObjectInfo, temp: Path) -> Path:
-        """Make the filled ``temp`` file the entry for ``info.key``; returns its path."""
+    def commit(self, info: ObjectInfo, temp: Path, content: Iterable[Digest]) -> Path:
+        """Make the filled ``temp`` file, whose bytes hash to ``content``, the
+        entry for ``info.key``; returns its path."""
         meta_path = self._meta_path(info.key)
         meta_path.parent.mkdir(exist_ok=True)
         data_path = meta_path.with_name(temp.name)
         os.replace(temp, data_path)
-        meta = {**info.to_record(), "data": data_path.name}
+        meta = {**info.to_record(), "data": data_path.name, "content": content_record(content)}
         try:
             write_atomically(meta_path, json.dumps(meta).encode())
             sync_dir(meta_path.parent)

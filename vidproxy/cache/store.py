@@ -2,6 +2,8 @@
 
 - a miss starts one fill per object (``Fill``); every concurrent reader follows
   it, and a range far ahead of the fill is fetched from the backend at once;
+- a fill is hashed as it is written and kept only if it matches the object's
+  digests, where any are known (``integrity.expected_digests``);
 - a hit is served from disk (``local_path``, so sendfile), re-arms the entry's
   idle timer (``loop.call_later``) and moves it to the LRU tail;
 - ``cache.max_bytes`` and ``cache.min_free_bytes`` hold for every byte on disk
@@ -27,6 +29,7 @@ from typing import Any
 from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
+from ..integrity import expected_digests
 from ..storage.base import (
     ObjectInfo,
     ObjectPage,
@@ -274,7 +277,8 @@ class CachingStore:
         if unlinks is None:
             return None
         room = asyncio.gather(*unlinks, return_exceptions=True) if unlinks else None
-        fill = Fill(full.info, full, self._disk.temp_path(key), room)
+        expected = expected_digests(full.info, trust_etag_md5=self._cfg.verify_etag_md5)
+        fill = Fill(full.info, full, self._disk.temp_path(key), expected, room)
         # Reserved before anything can await, so no other fill counts this room.
         self._budget.fills.add(fill)
         fill.on_closed = lambda: self._budget.fills.discard(fill)
@@ -304,7 +308,7 @@ class CachingStore:
                 await self._keep(key, fill)
             else:
                 if self._fills.get(key) is fill:
-                    del self._fills[key]  # a failed fill: join no more
+                    del self._fills[key]  # bytes that failed their check: join no more
                 await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
         finally:
             # Only now: requests arriving while the entry was committed joined the fill.
@@ -314,7 +318,7 @@ class CachingStore:
 
     async def _keep(self, key: str, fill: Fill) -> None:
         try:
-            path = await asyncio.to_thread(self._disk.commit, fill.info, fill.temp)
+            path = await asyncio.to_thread(self._disk.commit, fill.info, fill.temp, fill.digests)
         except OSError as exc:
             log.error("cache: could not keep %r: %s", key, exc)
             await asyncio.to_thread(fill.temp.unlink, missing_ok=True)

@@ -25,6 +25,9 @@ class ObjectInfo:
     last_modified: datetime  # timezone-aware
     content_type: str
     sha256: str | None  # hex; None where the backend could not record it
+    # Hex MD5 of the body where the backend vouches for one (an S3 ETag of a
+    # single-part object not encrypted with KMS or a customer key), else None.
+    md5: str | None = None
 
     @property
     def validators(self) -> Validators:
@@ -41,7 +44,7 @@ class ObjectInfo:
 
     def to_record(self) -> dict[str, Any]:
         """Everything, for metadata files on local disk (fs store, cache)."""
-        return {**self.to_json(), "sha256": self.sha256}
+        return {**self.to_json(), "sha256": self.sha256, "md5": self.md5}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ObjectInfo:
@@ -52,6 +55,7 @@ class ObjectInfo:
             last_modified=datetime.fromisoformat(record["last_modified"]),
             content_type=str(record["content_type"]),
             sha256=record.get("sha256"),
+            md5=record.get("md5"),
         )
 
 

@@ -49,6 +49,11 @@ SHA256_METADATA = "sha256"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
+# A single-part object's ETag: its body's MD5, 32 hex digits (multipart ones end in "-N").
+_PLAIN_ETAG_RE = re.compile(r'"?([0-9a-fA-F]{32})"?')
+# AWS: "Objects encrypted by SSE-C or SSE-KMS have ETags that are not an MD5
+# digest of their object data" (Checking object integrity, ETag).
+_ETAG_NOT_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -458,4 +463,15 @@ def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
         last_modified=modified.astimezone(UTC),
         content_type=safe_content_type(response.get("ContentType")),
         sha256=metadata.get(SHA256_METADATA),
+        md5=_content_md5(response),
     )
+
+
+def _content_md5(response: dict[str, Any]) -> str | None:
+    """The body's MD5 where the ETag is one."""
+    match = _PLAIN_ETAG_RE.fullmatch(response.get("ETag") or "")
+    if match is None or response.get("SSECustomerAlgorithm"):
+        return None
+    if response.get("ServerSideEncryption") in _ETAG_NOT_MD5_ENCRYPTION:
+        return None
+    return match.group(1).lower()
