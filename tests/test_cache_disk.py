@@ -49,6 +49,7 @@ async def test_restart_keeps_entries_and_deletes_temp_files(cache_rig: CacheRig)
     leftover.write_bytes(b"half a fill")
 
     second = await cache_rig.start()
+    await wait_for_hit(second, "a.mp4")  # once hashed again (test_cache_integrity.py)
     answer = await fetch(second, "a.mp4")
 
     assert not leftover.exists()

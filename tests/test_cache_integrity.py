@@ -4,7 +4,8 @@
   ETag that is its MD5) and kept only if it matches; the readers that followed
   it do not get the last byte of a fill that did not match;
 - an entry whose file no longer holds the recorded number of bytes answers
-  ``500 object_damaged`` once, and is dropped.
+  ``500 object_damaged`` once, and is dropped;
+- entries found at start are hashed again before they are hits.
 
 Bad bytes come from the counting proxy (``corrupt``: one byte inverted on its
 way from moto), from metadata that names another body's SHA-256, or from the
@@ -169,3 +170,78 @@ async def test_an_entry_of_the_wrong_size_is_never_a_hit(cache_rig: CacheRig, ch
     assert (refetched.status, refetched.x_cache, refetched.body == body) == (200, "MISS", True)
     await wait_for_hit(client, "a.mp4")
     assert (await fetch(client, "a.mp4", Range="bytes=5-")).body == body[5:]
+
+
+# ---- entries found at start -------------------------------------------------------------
+
+
+def flip_byte(path: Path, at: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("digest", ["sha256", "etag-md5"])
+async def test_flipped_bytes_found_at_start_are_never_a_hit(
+    cache_rig: CacheRig, digest: str
+) -> None:
+    body = random_bytes(SIZE, 45)
+    metadata = {"sha256": sha256(body)} if digest == "sha256" else {}
+    await cache_rig.upload("a.mp4", body, **metadata)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+    [data] = cache_rig.entry_files()
+    flip_byte(data, FLIPPED_AT)
+
+    second = await cache_rig.start()
+    answers = [await fetch(second, "a.mp4")]
+    await wait_for(lambda: not data.exists(), "the damaged entry dropped")
+    answers.append(await fetch(second, "a.mp4"))
+    await wait_for_hit(second, "a.mp4")
+    answers.append(await fetch(second, "a.mp4"))
+
+    assert [(a.status, a.x_cache, a.body == body) for a in answers] == [
+        (200, "MISS", True),
+        (200, "MISS", True),
+        (200, "HIT", True),
+    ]
+
+
+async def test_an_intact_entry_found_at_start_is_a_hit_once_checked(cache_rig: CacheRig) -> None:
+    body = random_bytes(SIZE, 46)
+    await cache_rig.upload("a.mp4", body)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+
+    second = await cache_rig.start()
+    await wait_for_hit(second, "a.mp4")  # HEADs meanwhile: no GET
+    answer = await fetch(second, "a.mp4")
+
+    assert (answer.x_cache, answer.body == body) == ("HIT", True)
+    assert cache_rig.full_gets("a.mp4") == 1
+
+
+async def test_start_does_not_wait_for_the_check(
+    cache_rig: CacheRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = random_bytes(SIZE, 47)
+    await cache_rig.upload("a.mp4", body)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+
+    with caplog.at_level(logging.INFO, logger="vidproxy.cache"):
+        # Checking SIZE bytes at 64 KiB/s takes close to a minute.
+        second = await cache_rig.start(verify_bytes_per_second=64 * 1024)
+        answer = await fetch(second, "a.mp4", Range="bytes=10-")
+
+    assert (answer.status, answer.x_cache, answer.body == body[10:]) == (206, "MISS", True)
+    assert not any("is checked" in r.getMessage() for r in caplog.records)
+    await second.close()  # cancels the check

@@ -143,6 +143,8 @@ class CacheConfig:
     # Also check fills against an S3 ETag that is the body's MD5 (~1.2 CPU-s per
     # GiB more); off for a store whose plain ETags are not MD5s.
     verify_etag_md5: bool = True
+    # Entries found at start are hashed again at this rate before they are hits.
+    verify_bytes_per_second: Size = 256 * MiB
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,11 @@ def _validate(config: Config) -> None:
         ("s3.abort_stale_uploads_after", s3.abort_stale_uploads_after >= 0, "must not be negative"),
         ("cache.idle_ttl", config.cache.idle_ttl > 0, "must be positive"),
         ("cache.revalidate_after", config.cache.revalidate_after >= -1, "must be -1 or more"),
+        (
+            "cache.verify_bytes_per_second",
+            config.cache.verify_bytes_per_second > 0,
+            "must be positive",
+        ),
     ]
     for name, ok, message in checks:
         if not ok:

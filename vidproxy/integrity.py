@@ -9,16 +9,22 @@ releases the GIL for large pieces): call it in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .storage.base import ObjectInfo
+from .units import MiB
 
 SHA256 = "sha256"
 MD5 = "md5"
 ALGORITHMS = (SHA256, MD5)
+HASH_CHUNK = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -90,3 +96,44 @@ def size_problem(found: int | None, recorded: int) -> str:
     if found is None:
         return f"the data file is missing; {recorded} bytes recorded"
     return f"{found} bytes on disk, {recorded} recorded"
+
+
+async def hash_file(path: Path, expected: Sequence[Digest], bytes_per_second: int = 0) -> Digester:
+    """Hash all of ``path`` in a worker thread, a chunk per hop; with
+    ``bytes_per_second``, no faster than that (work in the background must
+    leave the disk and the CPU to requests)."""
+    digester = Digester(expected)
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    try:
+        started = time.monotonic()
+        while await asyncio.to_thread(_hash_chunk, fd, digester):
+            if bytes_per_second:
+                due = started + digester.size / bytes_per_second
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+    finally:
+        await asyncio.to_thread(os.close, fd)
+    return digester
+
+
+async def check_file(
+    path: Path, size: int, expected: Sequence[Digest], bytes_per_second: int = 0
+) -> str | None:
+    """What is wrong with ``path`` against its recorded size and digests, or None."""
+    try:
+        hashed = await hash_file(path, expected, bytes_per_second)
+    except FileNotFoundError:
+        return size_problem(None, size)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    if hashed.size != size:
+        return size_problem(hashed.size, size)
+    return hashed.mismatch(expected)
+
+
+def _hash_chunk(fd: int, digester: Digester) -> bool:
+    """Hash the next chunk; False at the end of the file."""
+    chunk = os.pread(fd, HASH_CHUNK, digester.size)
+    if not chunk:
+        return False
+    digester.update(chunk)
+    return True

@@ -9,7 +9,7 @@ Layout under ``cache.dir``::
 An entry exists once its metadata file is renamed into place, after its data
 file; the data file's mtime records the last access, so idle timers survive
 a restart. The metadata records what the data hashed to when it was filled
-(``content``).
+(``content``), so it can be checked again after a restart.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class StoredEntry:
     info: ObjectInfo
     path: Path
     last_access: float  # wall-clock seconds
+    content: Digest | None  # what the data hashed to when it was filled (None: not recorded)
 
 
 class CacheDir:
@@ -87,7 +88,7 @@ class CacheDir:
             log.warning("dropping cache entry %s: size differs from its metadata", meta_path.name)
             meta_path.unlink(missing_ok=True)
             return None
-        return StoredEntry(info, data, stat.st_mtime)
+        return StoredEntry(info, data, stat.st_mtime, Digest.from_record(meta.get("content")))
 
     def temp_path(self, key: str) -> Path:
         return self._tmp / f"{key_digest(key)}.{ULID()}"

@@ -10,6 +10,8 @@
   (``DiskBudget``): a fill starts only after idle LRU entries were evicted to
   make room for it, and when no eviction can, the object is served uncached;
   entries in use are unlinked only when their last reader leaves;
+- entries found at start are hashed again in the background and are hits only
+  once they match; until then their reads go to the backend;
 - writes through this process drop the entry; a hit older than
   ``revalidate_after`` is checked with a HEAD.
 """
@@ -29,7 +31,7 @@ from typing import Any
 from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
-from ..integrity import expected_digests
+from ..integrity import Digest, check_file, content_record, expected_digests
 from ..storage.base import (
     ObjectInfo,
     ObjectPage,
@@ -65,6 +67,8 @@ class Entry:
     info: ObjectInfo
     path: Path
     last_access: float  # wall clock
+    content: Digest | None = None  # what its bytes hashed to when filled
+    verified: bool = True  # False for an entry found at start, until it is hashed again
     checked_at: float = float("-inf")  # monotonic time of the last check against the backend
     persisted_access: float = 0.0
     readers: int = 0
@@ -103,8 +107,11 @@ class CachingStore:
         self._fills: dict[str, Fill] = {}  # the fill new readers of a key join
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._budget = DiskBudget(cfg.max_bytes, cfg.min_free_bytes, disk.free_bytes)
+        # Entries found at start, not yet hashed again: the next one to hash last.
+        self._unverified: OrderedDict[str, Entry] = OrderedDict()
         self._writes = 0  # bumped by every write through this process
         self._background: set[asyncio.Task[Any]] = set()
+        self._verifier: asyncio.Task[None] | None = None
         self._evictions = 0
 
     # ---- lifecycle -------------------------------------------------------
@@ -115,8 +122,13 @@ class CachingStore:
         self._evict_to_fit()
         count, root = len(self._entries), self._disk.root
         log.info("cache: %d entries, %d bytes in %s", count, self._budget.indexed, root)
+        if self._unverified:
+            self._verifier = asyncio.create_task(self._verify_found())
 
     async def close(self) -> None:
+        if self._verifier is not None:
+            self._verifier.cancel()
+            await asyncio.gather(self._verifier, return_exceptions=True)
         fills = [f.task for f in self._fills.values() if f.task is not None]
         for task in fills:
             task.cancel()
@@ -127,9 +139,38 @@ class CachingStore:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def _index(self, stored: StoredEntry) -> None:
-        entry = Entry(stored.info, stored.path, stored.last_access)
+        """Index an entry found at start; it is a hit only once hashed again."""
+        trust_md5 = self._cfg.verify_etag_md5
+        content = stored.content or next(
+            iter(expected_digests(stored.info, trust_etag_md5=trust_md5)), None
+        )
+        entry = Entry(stored.info, stored.path, stored.last_access, content, verified=False)
         entry.persisted_access = stored.last_access
         self._add(entry)
+        if content is None:
+            # Kept by an older vidproxy, with nothing to check it against.
+            log.info("cache: dropping %r: no digest to check it against", stored.info.key)
+            self._drop(stored.info.key)
+        else:
+            self._unverified[stored.info.key] = entry
+
+    async def _verify_found(self) -> None:
+        """Hash the entries found at start one at a time, the most recently used
+        (or asked for) first, no faster than ``cache.verify_bytes_per_second``."""
+        while self._unverified:
+            key, entry = self._unverified.popitem()
+            assert entry.content is not None
+            entry.readers += 1  # its file stays while we read it, even if it is dropped
+            try:
+                rate = self._cfg.verify_bytes_per_second
+                problem = await check_file(entry.path, entry.size, [entry.content], rate)
+            finally:
+                self.release(entry)
+            if problem is not None:
+                self.drop_damaged(entry, problem)
+            elif self._entries.get(key) is entry:
+                entry.verified = True
+        log.info("cache: every entry found at start is checked")
 
     # ---- Store: writes pass through and drop the entry --------------------
 
@@ -174,7 +215,13 @@ class CachingStore:
         while True:
             entry = await self._fresh_entry(key)
             if entry is not None:
-                return await self._hit(entry)
+                if entry.verified:
+                    return await self._hit(entry)
+                # Found at start and not hashed yet: read the backend meanwhile,
+                # and hash this one next (unless it is being hashed now).
+                if key in self._unverified:
+                    self._unverified.move_to_end(key)
+                return labelled(await self._inner.open(key, hint, head=head))
             fill = self._fills.get(key)
             if fill is not None:
                 return FillReader(self, fill)
@@ -323,7 +370,8 @@ class CachingStore:
             log.error("cache: could not keep %r: %s", key, exc)
             await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
             return
-        entry = Entry(fill.info, path, time.time(), checked_at=time.monotonic())
+        content = Digest.from_record(content_record(fill.digests))
+        entry = Entry(fill.info, path, time.time(), content, checked_at=time.monotonic())
         # The fill's descriptor is the entry's file now; its readers hold it.
         entry.readers += 1
         fill.on_closed = lambda: self.release(entry)
@@ -395,6 +443,7 @@ class CachingStore:
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
+        self._unverified.pop(key, None)
         if entry.timer is not None:
             entry.timer.cancel()
         self._budget.indexed -= entry.size
