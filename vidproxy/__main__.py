@@ -1,5 +1,6 @@
 """Command line: ``vidproxy serve`` runs the service, ``vidproxy sign`` prints a
-signed URL, and ``upload``/``download``/``ls``/``rm`` talk to a running vidproxy."""
+signed URL, ``vidproxy verify`` checks what is stored, and
+``upload``/``download``/``ls``/``rm`` talk to a running vidproxy."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHOD
 from .keys import validate_key
 from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging
+from .verify import add_verify_command, run_verify
 
 DEFAULT_CONFIG = Path("config.toml")
 log = logging.getLogger("vidproxy")
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds (3600)")
     sign.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")
     sign.add_argument("--url", default="", help="base URL to prefix, e.g. https://videos.example")
+    add_verify_command(commands)
     add_client_commands(commands)
     return parser
 
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sign":
             return print_signed_url(config, args)
+        if args.command == "verify":
+            return run_verify(config, args)
     except VidproxyError as exc:
         print(f"vidproxy: {exc.message}", file=sys.stderr)
         return 2

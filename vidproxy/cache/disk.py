@@ -26,7 +26,7 @@ from pathlib import Path
 from ulid import ULID
 
 from ..files import sync_dir, write_atomically
-from ..integrity import Digest, content_record
+from ..integrity import Digest, content_record, size_problem
 from ..keys import key_digest
 from ..storage.base import ObjectInfo
 
@@ -42,6 +42,14 @@ class StoredEntry:
     path: Path
     last_access: float  # wall-clock seconds
     content: Digest | None  # what the data hashed to when it was filled (None: not recorded)
+
+
+class Unusable(Exception):
+    """A metadata file that names no usable entry (``key``: whose, if known)."""
+
+    def __init__(self, problem: str, key: str | None = None) -> None:
+        super().__init__(problem)
+        self.key = key
 
 
 class CacheDir:
@@ -67,27 +75,38 @@ class CacheDir:
             write_atomically(origin_file, self._origin.encode())
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
-        found = [e for e in map(self._load, self._entries.glob(f"*/*{META_SUFFIX}")) if e]
+        found = []
+        for meta_path, entry in self.scan():
+            if isinstance(entry, Unusable):
+                log.warning("dropping cache entry %s: %s", meta_path.name, entry)
+                meta_path.unlink(missing_ok=True)
+            else:
+                found.append(entry)
         kept = {e.path.name for e in found}
         for path in self._entries.glob("*/*"):
             if path.suffix != META_SUFFIX and path.name not in kept:
                 path.unlink(missing_ok=True)
         return sorted(found, key=lambda e: e.last_access)
 
-    def _load(self, meta_path: Path) -> StoredEntry | None:
+    def scan(self) -> list[tuple[Path, StoredEntry | Unusable]]:
+        """Every metadata file and what it names; changes nothing."""
+        return [(path, self._load(path)) for path in self._entries.glob(f"*/*{META_SUFFIX}")]
+
+    def _load(self, meta_path: Path) -> StoredEntry | Unusable:
         try:
             meta = json.loads(meta_path.read_bytes())
             info = ObjectInfo.from_record(meta)
             data = meta_path.with_name(meta["data"])
-            stat = data.stat()
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("dropping cache entry %s: %s", meta_path.name, exc)
-            meta_path.unlink(missing_ok=True)
-            return None
+            return Unusable(f"unreadable metadata: {exc}")
+        try:
+            stat = data.stat()
+        except FileNotFoundError:
+            return Unusable(size_problem(None, info.size), info.key)
+        except OSError as exc:
+            return Unusable(f"cannot read the data file: {exc}", info.key)
         if stat.st_size != info.size:
-            log.warning("dropping cache entry %s: size differs from its metadata", meta_path.name)
-            meta_path.unlink(missing_ok=True)
-            return None
+            return Unusable(size_problem(stat.st_size, info.size), info.key)
         return StoredEntry(info, data, stat.st_mtime, Digest.from_record(meta.get("content")))
 
     def temp_path(self, key: str) -> Path:
