@@ -4,7 +4,9 @@ vidproxy's ``s3.endpoint_url`` points at the proxy. Every request goes on to
 moto as it came (method, raw target, headers with ``Host`` and ``Authorization``
 as signed, body streamed), the answer comes back streamed, and the proxy keeps
 a list of what it saw. A test can also make the next full-object GET of a key
-pause after some bytes until released (``hold``), or break off there (``cut``).
+pause after some bytes until released (``hold``), break off there (``cut``)
+or further on (``cut_at``), or arrive with one byte inverted (``corrupt``).
+With ``ignore_if_match`` it drops ``If-Match``, as ``rclone serve s3`` does.
 
 A test module gets the ``s3_proxy`` fixture with
 ``from s3_proxy import s3_proxy_fixture  # noqa: F401`` (the import's name differs
@@ -14,6 +16,7 @@ from the fixture's, so tests naming ``s3_proxy`` do not redefine it).
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +45,7 @@ HOP_BY_HOP = frozenset(
 NO_AUTO_HEADERS = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 STREAM_CHUNK = 64 * 1024
 BEFORE_HEADERS = -1  # a Hold that pauses before the answer's headers
+NEVER = sys.maxsize  # a Hold that never pauses (one that only corrupts)
 
 
 async def serve_every_path(
@@ -75,6 +79,8 @@ class Hold:
 
     after: int
     cut: bool = False  # break the connection there instead of pausing
+    flip_at: int | None = None  # invert the byte at this offset on its way
+    cut_at: int | None = None  # break the connection at this offset (after any pause)
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)  # the body ended or was cut
     _go: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,6 +100,7 @@ class S3Proxy:
         self._holds: dict[str, Hold] = {}  # object path -> rule for its next full GET
         self._all_holds: list[Hold] = []
         self._runner: web.AppRunner | None = None
+        self.ignore_if_match = False  # forward reads unconditioned, as rclone answers them
         self._session: aiohttp.ClientSession | None = None
 
     # ---- what the tests ask ------------------------------------------------
@@ -110,11 +117,23 @@ class S3Proxy:
     def ranged_gets(self, bucket: str, key: str, size: int | None = None) -> list[Seen]:
         return [s for s in self.gets(bucket, key) if not _covers_all(s.range, size)]
 
-    def hold(self, bucket: str, key: str, after: int, *, cut: bool = False) -> Hold:
+    def hold(
+        self, bucket: str, key: str, after: int, *, cut: bool = False, cut_at: int | None = None
+    ) -> Hold:
         """The next GET of the whole object pauses (or, with ``cut``, breaks
         off) after ``after`` bytes of its body; with ``after=BEFORE_HEADERS``,
-        once S3 has answered but before its answer goes on to vidproxy."""
-        rule = Hold(after, cut=cut)
+        once S3 has answered but before its answer goes on to vidproxy. With
+        ``cut_at``, it breaks off there once released."""
+        rule = Hold(after, cut=cut, cut_at=cut_at)
+        self._holds[object_path(bucket, key)] = rule
+        self._all_holds.append(rule)
+        return rule
+
+    def corrupt(self, bucket: str, key: str, at: int, hold_after: int = NEVER) -> Hold:
+        """The next GET of the whole object arrives with byte ``at`` inverted, as
+        a bad disk or a torn overwrite at the backend would send it; with
+        ``hold_after``, it also pauses there until released."""
+        rule = Hold(hold_after, flip_at=at)
         self._holds[object_path(bucket, key)] = rule
         self._all_holds.append(rule)
         return rule
@@ -146,7 +165,8 @@ class S3Proxy:
         rule = None
         if request.method == "GET" and _covers_all(range_header, None):
             rule = self._holds.pop(request.path, None)
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        dropped = HOP_BY_HOP | ({"if-match"} if self.ignore_if_match else set())
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in dropped]
         # The raw target, so the path and query moto checks the signature on are
         # the very bytes vidproxy signed.
         target = URL(str(self.upstream) + request.rel_url.raw_path_qs, encoded=True)
@@ -179,6 +199,13 @@ async def _relay(
     sent = 0
     try:
         async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
+            if rule is not None and rule.flip_at is not None:
+                chunk = _flipped(chunk, rule.flip_at - sent)
+            if rule is not None and rule.cut_at is not None and rule.cut_at < sent + len(chunk):
+                await response.write(chunk[: rule.cut_at - sent])
+                assert request.transport is not None
+                request.transport.abort()
+                return
             if rule is not None and sent <= rule.after < sent + len(chunk):
                 head = rule.after - sent
                 await response.write(chunk[:head])
@@ -196,6 +223,13 @@ async def _relay(
     finally:
         if rule is not None:
             rule.done.set()
+
+
+def _flipped(chunk: bytes, at: int) -> bytes:
+    """``chunk`` with its byte ``at`` inverted, if it has one there."""
+    if not 0 <= at < len(chunk):
+        return chunk
+    return chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]
 
 
 def object_path(bucket: str, key: str) -> str:

@@ -7,9 +7,11 @@ proxy forwarded to S3, and the temp files left in ``<cache.dir>/tmp``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from cache_rig import (
@@ -213,6 +215,33 @@ async def test_s3_breaking_off_mid_fill_still_gives_every_byte(cache_rig: CacheR
     assert (await fetch(client, "a.mp4", "HEAD")).x_cache == "MISS"  # nothing half-kept
     assert (await fetch(client, "a.mp4")).body == body
     await wait_for_hit(client, "a.mp4")
+
+
+async def test_the_rest_of_a_cut_fill_never_comes_from_another_version(
+    cache_rig: CacheRig,
+) -> None:
+    # S3 breaks off a fill; the object was overwritten meanwhile, and the store
+    # ignores If-Match (rclone does): the reader must not get the old bytes'
+    # start with the new bytes' end as one complete answer.
+    old, new = random_bytes(LARGE, 31), random_bytes(LARGE, 32)
+    await cache_rig.upload("a.mp4", old)
+    client = await cache_rig.start()
+    cache_rig.proxy.ignore_if_match = True
+    rule = cache_rig.proxy.hold(cache_rig.bucket, "a.mp4", after=HOLD_AT, cut_at=3 * MiB)
+    response = await client.get("/videos/a.mp4")
+    await rule.wait_reached()
+
+    await cache_rig.upload("a.mp4", new)
+    rule.release()
+
+    assert (response.status, response.headers["ETag"]) == (200, md5_etag(old))
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert (await fetch(client, "a.mp4")).body == new
+
+
+def md5_etag(body: bytes) -> str:
+    return f'"{hashlib.md5(body).hexdigest()}"'
 
 
 async def test_overwrite_during_a_fill_is_not_kept(cache_rig: CacheRig) -> None:

@@ -12,18 +12,17 @@ import asyncio
 import errno
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 from cache_rig import (
     CacheRig,
+    MountTmpfs,
     cache_rig_fixture,  # noqa: F401
     fetch,
     random_bytes,
     sleep_until,
+    tmpfs_fixture,  # noqa: F401
     wait_for,
     wait_for_hit,
 )
@@ -50,6 +49,7 @@ async def test_restart_keeps_entries_and_deletes_temp_files(cache_rig: CacheRig)
     leftover.write_bytes(b"half a fill")
 
     second = await cache_rig.start()
+    await wait_for_hit(second, "a.mp4")  # once hashed again (test_cache_integrity.py)
     answer = await fetch(second, "a.mp4")
 
     assert not leftover.exists()
@@ -78,37 +78,6 @@ async def test_restart_arms_idle_timers_from_the_last_access(cache_rig: CacheRig
 # ---- a disk that fills up ---------------------------------------------------------------
 
 TINY_FS_BYTES = 16 * MiB  # room for one LARGE object, until something else takes it
-
-MountTmpfs = Callable[..., Path]
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[MountTmpfs]:
-    """Mount small tmpfs filesystems for this test; skips where mounting is not allowed."""
-    mounted: list[Path] = []
-
-    def mount(name: str, **options: int) -> Path:
-        mount_point = tmp_path / name
-        mount_point.mkdir()
-        command = shutil.which("mount")
-        if command is None:
-            pytest.skip("no mount command")
-        listed = ",".join(f"{option}={value}" for option, value in options.items())
-        done = subprocess.run(
-            [command, "-t", "tmpfs", "-o", listed, "tmpfs", str(mount_point)],
-            capture_output=True,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(mount_point)
-        return mount_point
-
-    try:
-        yield mount
-    finally:
-        for mount_point in mounted:
-            if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode:
-                subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def fill_disk(path: Path) -> None:

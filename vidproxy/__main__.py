@@ -2,6 +2,7 @@
 
   vidproxy serve                     run the HTTP service
   vidproxy sign KEY                  print a signed URL for KEY
+  vidproxy verify                    check every stored object and cache entry
   vidproxy upload/download/ls/rm     talk to a running vidproxy
 
 Run "vidproxy COMMAND --help" for a command's options.
@@ -34,6 +35,7 @@ from .keys import validate_key
 from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging, keep_credentials_out
 from .storage.s3 import describe_s3
+from .verify import add_verify_command, run_verify
 
 DEFAULT_CONFIG = Path("config.toml")
 # A GET grant covers HEAD (the server checks a HEAD against GET), so HEAD is not offered.
@@ -45,6 +47,8 @@ exit codes:
             2  bad configuration, or it cannot start: the port is in use, the
                address is not this machine's, a directory is unusable
   sign      0  printed the URL;  2  bad configuration or arguments
+  verify    0  everything checked is intact;  1  something is damaged
+            2  bad configuration, or the store cannot be read
   upload, download, ls, rm
             0  success
             1  the server answered with an error, a local file could not be
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds (3600)")
     sign.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")
     sign.add_argument("--url", default="", help="base URL to prefix, e.g. https://videos.example")
+    add_verify_command(commands)
     add_client_commands(commands)
     return parser
 
@@ -173,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "sign":
         return run_sign(config, args, warnings)
+    if args.command == "verify":
+        return run_verify(config, args)
     try:
         serve(config, warnings)
     except server.ListenError as exc:

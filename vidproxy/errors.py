@@ -13,6 +13,7 @@
     ├── PreconditionFailed         412 precondition_failed
     ├── TooLarge                   413 too_large
     ├── RangeNotSatisfiable        416 range_not_satisfiable (carries the size)
+    ├── ObjectDamaged              500 object_damaged: stored bytes disagree with their record
     ├── UpstreamError              502 upstream_error: the store answered with an error
     └── UpstreamUnavailable        503 upstream_unavailable: the store cannot be reached
 
@@ -115,6 +116,11 @@ class RangeNotSatisfiable(VidproxyError):
     def headers(self) -> dict[str, str]:
         # RFC 9110 §15.5.17: a 416 names the current length.
         return {"Content-Range": f"bytes */{self.size}"}
+
+
+class ObjectDamaged(VidproxyError):
+    status = 500
+    code = "object_damaged"
 
 
 class UpstreamError(VidproxyError):

@@ -158,13 +158,20 @@ def vidproxy(
     port = free_port()
     config = workdir / "config.toml"
     config.write_text(_config_toml(workdir, port))
-    server = Vidproxy(backend, f"http://127.0.0.1:{port}", workdir / "vidproxy.log", workdir)
+    env = _environment(backend, request)
+    server = Vidproxy(
+        backend,
+        f"http://127.0.0.1:{port}",
+        workdir / "vidproxy.log",
+        workdir,
+        env.get("VIDPROXY_S3_BUCKET", ""),
+    )
     proc = start_server(
         [vidproxy_exe(), "serve", "--config", str(config)],
         server.log_path,
         lambda: http_status(server.base_url + "/readyz") == 200,
         f"vidproxy ({backend})",
-        env=_environment(backend, request),
+        env=env,
         cwd=workdir,
     )
     try:

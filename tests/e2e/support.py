@@ -130,6 +130,7 @@ class Vidproxy:
     base_url: str
     log_path: Path
     workdir: Path
+    bucket: str = ""  # on S3 backends
 
     def url(self, key: str) -> str:
         return f"{self.base_url}/videos/{key}"

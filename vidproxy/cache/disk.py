@@ -8,7 +8,8 @@ Layout under ``cache.dir``::
 
 An entry exists once its metadata file is renamed into place, after its data
 file; the data file's mtime records the last access, so idle timers survive
-a restart.
+a restart. The metadata records what the data hashed to when it was filled
+(``content``), so it can be checked again after a restart.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ulid import ULID
 
 from ..files import sync_dir, write_atomically
+from ..integrity import Digest, content_record, size_problem
 from ..keys import key_digest
 from ..storage.base import ObjectInfo
 
@@ -38,6 +41,15 @@ class StoredEntry:
     info: ObjectInfo
     path: Path
     last_access: float  # wall-clock seconds
+    content: Digest | None  # what the data hashed to when it was filled (None: not recorded)
+
+
+class Unusable(Exception):
+    """A metadata file that names no usable entry (``key``: whose, if known)."""
+
+    def __init__(self, problem: str, key: str | None = None) -> None:
+        super().__init__(problem)
+        self.key = key
 
 
 class CacheDir:
@@ -63,39 +75,51 @@ class CacheDir:
             write_atomically(origin_file, self._origin.encode())
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
-        found = [e for e in map(self._load, self._entries.glob(f"*/*{META_SUFFIX}")) if e]
+        found = []
+        for meta_path, entry in self.scan():
+            if isinstance(entry, Unusable):
+                log.warning("dropping cache entry %s: %s", meta_path.name, entry)
+                meta_path.unlink(missing_ok=True)
+            else:
+                found.append(entry)
         kept = {e.path.name for e in found}
         for path in self._entries.glob("*/*"):
             if path.suffix != META_SUFFIX and path.name not in kept:
                 path.unlink(missing_ok=True)
         return sorted(found, key=lambda e: e.last_access)
 
-    def _load(self, meta_path: Path) -> StoredEntry | None:
+    def scan(self) -> list[tuple[Path, StoredEntry | Unusable]]:
+        """Every metadata file and what it names; changes nothing."""
+        return [(path, self._load(path)) for path in self._entries.glob(f"*/*{META_SUFFIX}")]
+
+    def _load(self, meta_path: Path) -> StoredEntry | Unusable:
         try:
             meta = json.loads(meta_path.read_bytes())
             info = ObjectInfo.from_record(meta)
             data = meta_path.with_name(meta["data"])
-            stat = data.stat()
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("dropping cache entry %s: %s", meta_path.name, exc)
-            meta_path.unlink(missing_ok=True)
-            return None
+            return Unusable(f"unreadable metadata: {exc}")
+        try:
+            stat = data.stat()
+        except FileNotFoundError:
+            return Unusable(size_problem(None, info.size), info.key)
+        except OSError as exc:
+            return Unusable(f"cannot read the data file: {exc}", info.key)
         if stat.st_size != info.size:
-            log.warning("dropping cache entry %s: size differs from its metadata", meta_path.name)
-            meta_path.unlink(missing_ok=True)
-            return None
-        return StoredEntry(info, data, stat.st_mtime)
+            return Unusable(size_problem(stat.st_size, info.size), info.key)
+        return StoredEntry(info, data, stat.st_mtime, Digest.from_record(meta.get("content")))
 
     def temp_path(self, key: str) -> Path:
         return self._tmp / f"{key_digest(key)}.{ULID()}"
 
-    def commit(self, info: ObjectInfo, temp: Path) -> Path:
-        """Make the filled ``temp`` file the entry for ``info.key``; returns its path."""
+    def commit(self, info: ObjectInfo, temp: Path, content: Iterable[Digest]) -> Path:
+        """Make the filled ``temp`` file, whose bytes hash to ``content``, the
+        entry for ``info.key``; returns its path."""
         meta_path = self._meta_path(info.key)
         meta_path.parent.mkdir(exist_ok=True)
         data_path = meta_path.with_name(temp.name)
         os.replace(temp, data_path)
-        meta = {**info.to_record(), "data": data_path.name}
+        meta = {**info.to_record(), "data": data_path.name, "content": content_record(content)}
         try:
             write_atomically(meta_path, json.dumps(meta).encode())
             sync_dir(meta_path.parent)

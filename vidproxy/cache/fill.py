@@ -7,6 +7,12 @@ temp file. A fill never waits for a slow client, and a client that leaves
 does not stop it. Bytes a reader needs that the fill will not provide (the
 fill failed, or a disk error stopped it) come straight from the backend, so
 the client still gets every byte.
+
+The bytes are hashed as they are written (same worker thread, off the event
+loop and off the first byte's path). Where the object's digest is known, a
+fill whose bytes hash to something else is not kept, and its readers do not
+get the object's last byte: a reader cannot be told the answer was complete
+before the digest says so, and a connection cut one byte short says it was not.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import asyncio
 import bisect
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..conditions import ByteRange
+from ..errors import ObjectDamaged
+from ..integrity import Digest, Digester
 from ..storage.base import ObjectInfo, ObjectReader, close_stream
 from ..units import MiB
 
@@ -34,10 +42,29 @@ KEEP_BEHIND = 2 * MiB
 
 
 class Fill:
-    def __init__(self, info: ObjectInfo, source: ObjectReader, temp: Path) -> None:
+    def __init__(
+        self,
+        info: ObjectInfo,
+        source: ObjectReader,
+        temp: Path,
+        expected: tuple[Digest, ...] = (),
+        room: Awaitable[object] | None = None,
+    ) -> None:
         self.info = info
         self.source = source  # serves ranges the fill cannot, pinned to info.etag
         self.temp = temp
+        self.expected = expected  # what the bytes must hash to, if anything says
+        # With nothing to check against, the bytes are hashed anyway: the entry
+        # records what they were, to be checked again after a restart.
+        self._digester = Digester(expected)
+        self.digests: tuple[Digest, ...] = ()  # of the bytes, once all are written
+        self.checked = not expected  # the bytes matched ``expected``
+        self.mismatch: str | None = None  # why they did not
+        # Disk space being freed for this fill (evicted entries' unlinks): no
+        # byte is written before it is.
+        self._room = room
+        # Called once the temp file is closed (its data may be an entry by then).
+        self.on_closed: Callable[[], None] | None = None
         self.filled = 0  # bytes readers can have: in memory or in the temp file
         self.written = 0  # bytes in the temp file
         self.complete = False
@@ -55,6 +82,10 @@ class Fill:
         self._closing = False
         self._progress: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    @property
+    def size(self) -> int:
+        return self.info.size
+
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         """Copy ``chunks`` into the temp file; raises unless all ``info.size`` bytes got in."""
         try:
@@ -66,6 +97,7 @@ class Fill:
                 raise OSError(f"the backend sent {self.filled} of {self.info.size} bytes")
             await self._flush()
             await self._settle()
+            self._check()
             await asyncio.to_thread(os.fsync, self._fd)  # type: ignore[arg-type]
             self.complete = True
         finally:
@@ -76,6 +108,16 @@ class Fill:
                 await asyncio.gather(asyncio.shield(self._writing), return_exceptions=True)
             await close_stream(chunks)
 
+    def _check(self) -> None:
+        """Compare what was written with what the backend promised; raise if they differ."""
+        self.digests = self._digester.digests()
+        self.mismatch = self._digester.mismatch(self.expected)
+        if self.mismatch is not None:
+            self._notify()
+            raise ObjectDamaged(f"the backend sent bytes that are not the object: {self.mismatch}")
+        self.checked = True
+        self._notify()
+
     def _receive(self, chunk: bytes) -> None:
         self._offsets.append(self.filled)
         self._chunks.append(chunk)
@@ -85,6 +127,9 @@ class Fill:
     async def _flush(self) -> None:
         """Start writing what has arrived, once the previous write is done."""
         await self._settle()
+        if self._room is not None:
+            room, self._room = self._room, None
+            await room
         # Writes end on chunk boundaries: the batch is every chunk from _unsent on.
         batch = self._chunks[bisect.bisect_left(self._offsets, self._unsent) :]
         offset, self._unsent = self._unsent, self.filled
@@ -103,6 +148,8 @@ class Fill:
     def _write(self, batch: list[bytes], offset: int) -> int:
         if self._fd is None:
             self._fd = create_temp(self.temp)
+        for chunk in batch:
+            self._digester.update(chunk)
         _pwrite_all(self._fd, batch, offset)
         return offset + sum(len(chunk) for chunk in batch)
 
@@ -120,6 +167,15 @@ class Fill:
         """Return once bytes beyond ``offset`` are in, or the fill has ended."""
         while self.filled <= offset and not self.ended:
             await asyncio.shield(self._progress)
+
+    async def wait_checked(self) -> None:
+        """Return once the bytes matched the object's digest, or the fill ended
+        without knowing (then they are as good as a direct read); raise
+        ``ObjectDamaged`` if they did not match."""
+        while not self.checked and self.mismatch is None and not self.ended:
+            await asyncio.shield(self._progress)
+        if self.mismatch is not None:
+            raise ObjectDamaged(f"the backend sent bytes that are not the object: {self.mismatch}")
 
     async def read(self, position: int, limit: int) -> bytes | memoryview:
         """Up to ``limit`` bytes from ``position`` (< ``filled``): from memory if
@@ -144,9 +200,14 @@ class Fill:
         self._close_when_unused()
 
     def _close_when_unused(self) -> None:
-        if self._closing and self.readers == 0 and self._fd is not None:
+        if not self._closing or self.readers > 0:
+            return
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self.on_closed is not None:
+            self.on_closed, closed = None, self.on_closed
+            closed()
 
 
 async def read_following(fill: Fill, byte_range: ByteRange) -> AsyncIterator[bytes | memoryview]:
@@ -159,6 +220,13 @@ async def read_following(fill: Fill, byte_range: ByteRange) -> AsyncIterator[byt
         data = await fill.read(position, min(READ_CHUNK, byte_range.stop - position))
         if not data:
             break
+        if position + len(data) == fill.info.size:
+            # The object's last byte waits for the digest (see the module's doc).
+            if len(data) > 1:
+                yield data[:-1]
+                position += len(data) - 1
+                data = data[-1:]
+            await fill.wait_checked()
         position += len(data)
         yield data
     if position < byte_range.stop:

@@ -2,10 +2,16 @@
 
 - a miss starts one fill per object (``Fill``); every concurrent reader follows
   it, and a range far ahead of the fill is fetched from the backend at once;
+- a fill is hashed as it is written and kept only if it matches the object's
+  digests, where any are known (``integrity.expected_digests``);
 - a hit is served from disk (``local_path``, so sendfile), re-arms the entry's
   idle timer (``loop.call_later``) and moves it to the LRU tail;
-- the byte bound and free-space floor are kept by evicting LRU entries before
-  a fill starts; entries in use are unlinked only when their last reader leaves;
+- ``cache.max_bytes`` and ``cache.min_free_bytes`` hold for every byte on disk
+  (``DiskBudget``): a fill starts only after idle LRU entries were evicted to
+  make room for it, and when no eviction can, the object is served uncached;
+  entries in use are unlinked only when their last reader leaves;
+- entries found at start are hashed again in the background and are hits only
+  once they match; until then their reads go to the backend;
 - writes through this process drop the entry; a hit older than
   ``revalidate_after`` is checked with a HEAD.
 """
@@ -16,16 +22,16 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..conditions import ByteRange, RangeSpec
+from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
-from ..files import read_file
+from ..integrity import Digest, check_file, content_record, expected_digests
 from ..storage.base import (
     ObjectInfo,
     ObjectPage,
@@ -34,17 +40,16 @@ from ..storage.base import (
     StoredObject,
     StoreStats,
     UploadSource,
-    close_stream,
 )
-from ..units import MiB
+from .budget import DiskBudget
 from .disk import CacheDir, StoredEntry, touch
-from .fill import Fill, read_following
+from .fill import Fill
+from .readers import READAHEAD, FarRangeReader, FillReader, HitReader, far_ahead, labelled
+
+__all__ = ["READAHEAD", "CacheFigures", "CachingStore", "open_caching_store"]
 
 log = logging.getLogger(__name__)
 
-# A range starting this far past what a fill has written is fetched directly:
-# a player seeking to minute 50 must not wait for minutes 0-50.
-READAHEAD = 4 * MiB
 # Last-access times are written to disk at most this often per entry.
 ACCESS_PERSIST_INTERVAL = 1.0
 
@@ -62,11 +67,21 @@ class Entry:
     info: ObjectInfo
     path: Path
     last_access: float  # wall clock
+    content: Digest | None = None  # what its bytes hashed to when filled
+    verified: bool = True  # False for an entry found at start, until it is hashed again
     checked_at: float = float("-inf")  # monotonic time of the last check against the backend
     persisted_access: float = 0.0
     readers: int = 0
     retired: bool = False
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    @property
+    def idle(self) -> bool:
+        return self.readers == 0
 
 
 @asynccontextmanager
@@ -89,11 +104,14 @@ class CachingStore:
         self._cfg = cfg
         self._disk = disk
         self._entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first
-        self._fills: dict[str, Fill] = {}
+        self._fills: dict[str, Fill] = {}  # the fill new readers of a key join
         self._starting: dict[str, asyncio.Future[None]] = {}
-        self._used = 0  # bytes of indexed entries
+        self._budget = DiskBudget(cfg.max_bytes, cfg.min_free_bytes, disk.free_bytes)
+        # Entries found at start, not yet hashed again: the next one to hash last.
+        self._unverified: OrderedDict[str, Entry] = OrderedDict()
         self._writes = 0  # bumped by every write through this process
         self._background: set[asyncio.Task[Any]] = set()
+        self._verifier: asyncio.Task[None] | None = None
         self._evictions = 0
 
     # ---- lifecycle -------------------------------------------------------
@@ -101,11 +119,16 @@ class CachingStore:
     async def start(self) -> None:
         for stored in await asyncio.to_thread(self._disk.prepare):
             self._index(stored)
-        await self._evict_until(0)
+        self._evict_to_fit()
         count, root = len(self._entries), self._disk.root
-        log.info("cache: %d entries, %d bytes in %s", count, self._used, root)
+        log.info("cache: %d entries, %d bytes in %s", count, self._budget.indexed, root)
+        if self._unverified:
+            self._verifier = asyncio.create_task(self._verify_found())
 
     async def close(self) -> None:
+        if self._verifier is not None:
+            self._verifier.cancel()
+            await asyncio.gather(self._verifier, return_exceptions=True)
         fills = [f.task for f in self._fills.values() if f.task is not None]
         for task in fills:
             task.cancel()
@@ -116,9 +139,38 @@ class CachingStore:
         await asyncio.gather(*self._background, return_exceptions=True)
 
     def _index(self, stored: StoredEntry) -> None:
-        entry = Entry(stored.info, stored.path, stored.last_access)
+        """Index an entry found at start; it is a hit only once hashed again."""
+        trust_md5 = self._cfg.verify_etag_md5
+        content = stored.content or next(
+            iter(expected_digests(stored.info, trust_etag_md5=trust_md5)), None
+        )
+        entry = Entry(stored.info, stored.path, stored.last_access, content, verified=False)
         entry.persisted_access = stored.last_access
         self._add(entry)
+        if content is None:
+            # Kept by an older vidproxy, with nothing to check it against.
+            log.info("cache: dropping %r: no digest to check it against", stored.info.key)
+            self._drop(stored.info.key)
+        else:
+            self._unverified[stored.info.key] = entry
+
+    async def _verify_found(self) -> None:
+        """Hash the entries found at start one at a time, the most recently used
+        (or asked for) first, no faster than ``cache.verify_bytes_per_second``."""
+        while self._unverified:
+            key, entry = self._unverified.popitem()
+            assert entry.content is not None
+            entry.readers += 1  # its file stays while we read it, even if it is dropped
+            try:
+                rate = self._cfg.verify_bytes_per_second
+                problem = await check_file(entry.path, entry.size, [entry.content], rate)
+            finally:
+                self.release(entry)
+            if problem is not None:
+                self.drop_damaged(entry, problem)
+            elif self._entries.get(key) is entry:
+                entry.verified = True
+        log.info("cache: every entry found at start is checked")
 
     # ---- Store: writes pass through and drop the entry --------------------
 
@@ -144,7 +196,8 @@ class CachingStore:
         return self._inner.stats
 
     def figures(self) -> CacheFigures:
-        return CacheFigures(len(self._entries), self._used, len(self._fills), self._evictions)
+        on_disk = self._budget.indexed + self._budget.retired
+        return CacheFigures(len(self._entries), on_disk, len(self._fills), self._evictions)
 
     async def check_ready(self) -> None:
         await self._inner.check_ready()
@@ -162,12 +215,18 @@ class CachingStore:
         while True:
             entry = await self._fresh_entry(key)
             if entry is not None:
-                return await self._hit(entry)
+                if entry.verified:
+                    return await self._hit(entry)
+                # Found at start and not hashed yet: read the backend meanwhile,
+                # and hash this one next (unless it is being hashed now).
+                if key in self._unverified:
+                    self._unverified.move_to_end(key)
+                return labelled(await self._inner.open(key, hint, head=head))
             fill = self._fills.get(key)
             if fill is not None:
-                return _FillReader(self, fill)
+                return FillReader(self, fill)
             if head:
-                return _labelled(await self._inner.open(key, None, head=True))
+                return labelled(await self._inner.open(key, None, head=True))
             starting = self._starting.get(key)
             if starting is None:
                 return await self._miss(key, hint)
@@ -199,7 +258,7 @@ class CachingStore:
         return after >= 0 and time.monotonic() - entry.checked_at >= after
 
     async def _hit(self, entry: Entry) -> ObjectReader:
-        reader = _HitReader(self, entry)  # holds the file before anything can evict it
+        reader = HitReader(self, entry)  # holds the file before anything can evict it
         self._entries.move_to_end(entry.info.key)
         self._arm_timer(entry, self._cfg.idle_ttl)
         entry.last_access = time.time()
@@ -213,7 +272,7 @@ class CachingStore:
         # than fetch the object a second time.
         starting = self._starting[key] = asyncio.get_running_loop().create_future()
         writes_before = self._writes
-        if _far_ahead(hint, 0):
+        if far_ahead(hint, 0):
             return await self._miss_far_ahead(key, hint, writes_before, starting)
         try:
             full = await self._inner.open(key, None)
@@ -224,7 +283,7 @@ class CachingStore:
                 raise
         finally:
             self._started(key, starting)
-        return _labelled(full) if fill is None else _FillReader(self, fill)
+        return labelled(full) if fill is None else FillReader(self, fill)
 
     async def _miss_far_ahead(
         self, key: str, hint: RangeSpec | None, writes_before: int, starting: asyncio.Future[None]
@@ -234,7 +293,7 @@ class CachingStore:
         except BaseException:
             self._started(key, starting)
             raise
-        return _FarRangeReader(
+        return FarRangeReader(
             direct, lambda: self._spawn(self._fill_behind(key, writes_before, starting))
         )
 
@@ -257,12 +316,24 @@ class CachingStore:
         del self._starting[key]
         starting.set_result(None)
 
+    # ---- fills -------------------------------------------------------------
+
     async def _begin_fill(self, key: str, full: ObjectReader, writes_before: int) -> Fill | None:
         """Start filling from ``full`` (a whole-object GET), or None if it cannot be cached."""
-        if not await self._make_room(full.info.size):
+        unlinks = self._make_room(full.info.size)
+        if unlinks is None:
             return None
-        chunks = await full.stream(None)
-        fill = Fill(full.info, full, self._disk.temp_path(key))
+        room = asyncio.gather(*unlinks, return_exceptions=True) if unlinks else None
+        expected = expected_digests(full.info, trust_etag_md5=self._cfg.verify_etag_md5)
+        fill = Fill(full.info, full, self._disk.temp_path(key), expected, room)
+        # Reserved before anything can await, so no other fill counts this room.
+        self._budget.fills.add(fill)
+        fill.on_closed = lambda: self._budget.fills.discard(fill)
+        try:
+            chunks = await full.stream(None)
+        except BaseException:
+            self._budget.fills.discard(fill)
+            raise
         self._fills[key] = fill
         fill.task = asyncio.create_task(self._run_fill(key, fill, chunks))
         fill.stale = self._writes != writes_before
@@ -283,6 +354,8 @@ class CachingStore:
             if fill.complete and not fill.stale:
                 await self._keep(key, fill)
             else:
+                if self._fills.get(key) is fill:
+                    del self._fills[key]  # bytes that failed their check: join no more
                 await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
         finally:
             # Only now: requests arriving while the entry was committed joined the fill.
@@ -292,19 +365,24 @@ class CachingStore:
 
     async def _keep(self, key: str, fill: Fill) -> None:
         try:
-            path = await asyncio.to_thread(self._disk.commit, fill.info, fill.temp)
+            path = await asyncio.to_thread(self._disk.commit, fill.info, fill.temp, fill.digests)
         except OSError as exc:
             log.error("cache: could not keep %r: %s", key, exc)
             await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
             return
-        entry = Entry(fill.info, path, time.time(), checked_at=time.monotonic())
+        content = Digest.from_record(content_record(fill.digests))
+        entry = Entry(fill.info, path, time.time(), content, checked_at=time.monotonic())
+        # The fill's descriptor is the entry's file now; its readers hold it.
+        entry.readers += 1
+        fill.on_closed = lambda: self.release(entry)
+        self._budget.fills.discard(fill)
         if fill.stale:  # written through this process while we committed
-            self._remove_files(entry)
+            self._retire(entry)
             return
         self._drop(key)
         self._add(entry)
 
-    def _release_fill(self, fill: Fill) -> None:
+    def release_fill(self, fill: Fill) -> None:
         fill.close_reader()
         idle = fill.readers == 0 and not fill.ended
         if idle and not self._cfg.fill_on_disconnect and fill.task is not None:
@@ -312,35 +390,34 @@ class CachingStore:
 
     # ---- bound, timers, retirement ------------------------------------------
 
-    async def _make_room(self, size: int) -> bool:
-        """Evict LRU entries until a fill of ``size`` bytes fits; False if it cannot."""
+    def _make_room(self, size: int) -> list[asyncio.Task[None]] | None:
+        """Evict idle LRU entries so a fill of ``size`` bytes fits; the unlinks
+        to wait for before writing, or None if the object cannot be cached."""
         if size > self._cfg.max_object_bytes:
-            return False
-        return await self._evict_until(size)
+            return None
+        victims = self._budget.victims(size, self._entries.values())
+        if victims is None:
+            return None
+        return [self._evict(entry) for entry in victims]
 
-    async def _evict_until(self, incoming: int) -> bool:
-        pending = sum(f.info.size - f.written for f in self._fills.values())
-        reserved = sum(f.info.size for f in self._fills.values())
-        # statvfs reads the filesystem's counters and never waits on the disk;
-        # a thread hop here cost a seeking client ~10 ms on a busy loop.
-        free = self._disk.free_bytes() - pending
+    def _evict_to_fit(self) -> None:
+        """At start: evict until both bounds hold (all of it, if nothing else will do)."""
+        lru = list(self._entries.values())
+        victims = self._budget.victims(0, lru)
+        for entry in lru if victims is None else victims:
+            self._evict(entry)
 
-        def fits() -> bool:
-            within_bound = self._used + reserved + incoming <= self._cfg.max_bytes
-            return within_bound and free - incoming >= self._cfg.min_free_bytes
-
-        while not fits() and self._entries:
-            oldest = next(iter(self._entries.values()))
-            free += oldest.info.size if oldest.readers == 0 else 0
-            log.info("cache: evicting %r (%d bytes)", oldest.info.key, oldest.info.size)
-            self._evictions += 1
-            self._drop(oldest.info.key)
-        return fits()
+    def _evict(self, entry: Entry) -> asyncio.Task[None]:
+        log.info("cache: evicting %r (%d bytes)", entry.info.key, entry.size)
+        self._evictions += 1
+        unlink = self._drop(entry.info.key)
+        assert unlink is not None  # only idle entries are evicted
+        return unlink
 
     def _add(self, entry: Entry) -> None:
         key = entry.info.key
         self._entries[key] = entry
-        self._used += entry.info.size
+        self._budget.indexed += entry.size
         idle = time.time() - entry.last_access
         self._arm_timer(entry, max(0.0, self._cfg.idle_ttl - idle))
 
@@ -356,113 +433,46 @@ class CachingStore:
             self._evictions += 1
             self._drop(entry.info.key)
 
-    def _drop(self, key: str) -> None:
+    def drop_damaged(self, entry: Entry, found: str) -> None:
+        log.error("cache: the entry for %r (%s) is damaged: %s", entry.info.key, entry.path, found)
+        if self._entries.get(entry.info.key) is entry:
+            self._drop(entry.info.key)
+
+    def _drop(self, key: str) -> asyncio.Task[None] | None:
+        """Take ``key`` out of the index; its unlink, if it starts now."""
         entry = self._entries.pop(key, None)
         if entry is None:
-            return
+            return None
+        self._unverified.pop(key, None)
         if entry.timer is not None:
             entry.timer.cancel()
-        self._used -= entry.info.size
-        entry.retired = True
-        if entry.readers == 0:
-            self._remove_files(entry)
+        self._budget.indexed -= entry.size
+        return self._retire(entry)
 
-    def _release(self, entry: Entry) -> None:
+    def _retire(self, entry: Entry) -> asyncio.Task[None] | None:
+        """Count ``entry``'s bytes as retired until they are gone from the disk."""
+        entry.retired = True
+        self._budget.retired += entry.size
+        return self._remove_files(entry) if entry.readers == 0 else None
+
+    def release(self, entry: Entry) -> None:
         entry.readers -= 1
         if entry.retired and entry.readers == 0:
             self._remove_files(entry)
 
-    def _remove_files(self, entry: Entry) -> None:
-        self._spawn(asyncio.to_thread(self._disk.remove, entry.info.key, entry.path))
+    def _remove_files(self, entry: Entry) -> asyncio.Task[None]:
+        async def remove() -> None:
+            try:
+                await asyncio.to_thread(self._disk.remove, entry.info.key, entry.path)
+            except OSError as exc:
+                log.error("cache: cannot remove %s: %s", entry.path, exc)
+            finally:
+                self._budget.retired -= entry.size
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        return self._spawn(remove())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _far_ahead(hint: RangeSpec | None, filled: int) -> bool:
-    """Whether a range should go straight to the backend instead of following a fill."""
-    if hint is None:
-        return False
-    return hint.start is None or hint.start > filled + READAHEAD
-
-
-def _labelled(reader: ObjectReader) -> ObjectReader:
-    reader.cache_status = "MISS"
-    return reader
-
-
-class _HitReader:
-    cache_status = "HIT"
-
-    def __init__(self, store: CachingStore, entry: Entry) -> None:
-        self._store = store
-        self._entry = entry
-        self.info = entry.info
-        self.local_path: Path | None = entry.path
-        entry.readers += 1
-
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-        return read_file(self._entry.path, byte_range or ByteRange(0, self.info.size))
-
-    async def aclose(self) -> None:
-        self._store._release(self._entry)
-
-
-class _FillReader:
-    """Reads an object that is being filled: as the fill brings it in, or, for a
-    range far ahead of it, from the backend directly."""
-
-    cache_status = "MISS"
-    local_path = None
-
-    def __init__(self, store: CachingStore, fill: Fill) -> None:
-        self._store = store
-        self._fill = fill
-        self.info = fill.info
-        fill.open_reader()  # now: the fill may end at any await
-
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes | memoryview]:
-        wanted = byte_range or ByteRange(0, self.info.size)
-        if wanted.start > self._fill.filled + READAHEAD and not self._fill.complete:
-            return await self._fill.source.stream(byte_range)
-        return read_following(self._fill, wanted)
-
-    async def aclose(self) -> None:
-        self._store._release_fill(self._fill)
-
-
-class _FarRangeReader:
-    """A range far ahead of any fill, answered by its own GET. The fill's GET
-    goes out once the range's first bytes have: preparing an S3 request holds
-    the event loop for milliseconds, and a seeking player is waiting."""
-
-    cache_status = "MISS"
-    local_path = None
-
-    def __init__(self, direct: ObjectReader, start_fill: Callable[[], None]) -> None:
-        self._direct = direct
-        self._start_fill: Callable[[], None] | None = start_fill
-        self._chunks: AsyncIterator[bytes] | None = None
-        self.info = direct.info
-
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-        self._chunks = await self._direct.stream(byte_range)
-        return self._fill_after_first(self._chunks)
-
-    async def _fill_after_first(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield chunk
-            self._fill()  # the first chunk has been written by now
-
-    def _fill(self) -> None:
-        if self._start_fill is not None:
-            self._start_fill, start = None, self._start_fill
-            start()
-
-    async def aclose(self) -> None:
-        self._fill()  # answers without a body (304, 412) start it too
-        if self._chunks is not None:
-            await close_stream(self._chunks)  # closing our wrapper may not have
-        await self._direct.aclose()
+        return task

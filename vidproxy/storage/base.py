@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..conditions import ByteRange, RangeSpec, Validators
+from ..errors import ObjectDamaged
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class ObjectInfo:
     last_modified: datetime  # timezone-aware
     content_type: str
     sha256: str | None  # hex; None where the backend could not record it
+    # Hex MD5 of the body where the backend vouches for one (an S3 ETag of a
+    # single-part object not encrypted with KMS or a customer key), else None.
+    md5: str | None = None
 
     @property
     def validators(self) -> Validators:
@@ -40,7 +44,7 @@ class ObjectInfo:
 
     def to_record(self) -> dict[str, Any]:
         """Everything, for metadata files on local disk (fs store, cache)."""
-        return {**self.to_json(), "sha256": self.sha256}
+        return {**self.to_json(), "sha256": self.sha256, "md5": self.md5}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ObjectInfo:
@@ -51,6 +55,7 @@ class ObjectInfo:
             last_modified=datetime.fromisoformat(record["last_modified"]),
             content_type=str(record["content_type"]),
             sha256=record.get("sha256"),
+            md5=record.get("md5"),
         )
 
 
@@ -106,6 +111,11 @@ class ObjectReader(Protocol):
     def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]: ...
 
     async def aclose(self) -> None: ...
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        """``local_path`` turned out not to hold ``info`` (``found`` says how):
+        log it, stop offering that file, and return the error to answer with."""
+        ...
 
 
 async def close_stream(chunks: AsyncIterator[bytes]) -> None:

@@ -28,8 +28,9 @@ from typing import Any
 from ulid import ULID
 
 from ..conditions import ByteRange, RangeSpec
-from ..errors import NotFound, PreconditionFailed, UpstreamUnavailable
+from ..errors import NotFound, ObjectDamaged, PreconditionFailed, UpstreamUnavailable
 from ..files import flush_and_sync, read_file, sync_dir, write_atomically
+from ..integrity import size_problem
 from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
@@ -88,20 +89,30 @@ class FsStore:
         digest = key_digest(key)
         return self._objects / digest[:2] / f"{digest}{META_SUFFIX}"
 
-    async def _read_meta(self, key: str) -> dict[str, Any]:
-        meta = await asyncio.to_thread(_load_meta, self._meta_path(key))
+    def _load_version(self, key: str) -> tuple[ObjectInfo, Path, int | None]:
+        """The key's metadata, its data file and that file's size (None: missing)."""
+        meta_path = self._meta_path(key)
+        meta = _load_meta(meta_path)
         if meta is None or meta["key"] != key:
             raise NotFound("no video under that key")
-        return meta
+        path = meta_path.with_name(meta["data"])
+        try:
+            size: int | None = path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        return ObjectInfo.from_record(meta), path, size
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> FsReader:
         # Under the key's lock, so no commit can unlink the version between our
         # reading its metadata and counting ourselves as its reader.
         async with self._lock(key):
-            meta = await self._read_meta(key)
-            path = self._meta_path(key).with_name(meta["data"])
+            info, path, size = await asyncio.to_thread(self._load_version, key)
+            if size != info.size:
+                # Changed behind our back (a disk error, an operator): its bytes
+                # are not the version the metadata describes.
+                raise damaged(info, path, size_problem(size, info.size))
             self._readers[path] += 1
-        return FsReader(self, ObjectInfo.from_record(meta), path)
+        return FsReader(self, info, path)
 
     async def _release(self, path: Path) -> None:
         self._readers[path] -= 1
@@ -215,6 +226,14 @@ class FsReader:
         if self._open and self.local_path is not None:
             self._open = False
             await self._store._release(self.local_path)
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        return damaged(self.info, self.local_path, found)
+
+
+def damaged(info: ObjectInfo, path: Path | None, found: str) -> ObjectDamaged:
+    log.error("fs: the data of %r (%s) is damaged: %s", info.key, path, found)
+    return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
 def _load_meta(path: Path) -> dict[str, Any] | None:

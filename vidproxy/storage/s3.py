@@ -29,7 +29,14 @@ from botocore.exceptions import (
 
 from ..conditions import ByteRange, RangeSpec
 from ..config import S3Config
-from ..errors import NotFound, PreconditionFailed, TooLarge, UpstreamError, UpstreamUnavailable
+from ..errors import (
+    NotFound,
+    ObjectDamaged,
+    PreconditionFailed,
+    TooLarge,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from ..hashing import BackgroundHash
 from ..media import safe_content_type
 from ..units import KiB
@@ -48,6 +55,11 @@ SHA256_METADATA = "sha256"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
+# A single-part object's ETag: its body's MD5, 32 hex digits (multipart ones end in "-N").
+_PLAIN_ETAG_RE = re.compile(r'"?([0-9a-fA-F]{32})"?')
+# AWS: "Objects encrypted by SSE-C or SSE-KMS have ETags that are not an MD5
+# digest of their object data" (Checking object integrity, ETag).
+_ETAG_NOT_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 # BotoCoreErrors too, but a cause of their own: nothing was sent at all.
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
@@ -421,9 +433,13 @@ class S3Reader:
         spec = byte_range.spec() if byte_range is not None else None
         try:
             # If-Match pins the version the headers already describe.
-            response, fetched, _ = await self._store._get(self.info.key, spec, self.info.etag)
+            response, fetched, info = await self._store._get(self.info.key, spec, self.info.etag)
         except (PreconditionFailed, NotFound, _Unsatisfiable):
             raise UpstreamUnavailable("the video changed while it was being read; retry") from None
+        if info.etag != self.info.etag:
+            # A store that ignores If-Match (rclone) still names what it sent.
+            response["Body"].close()
+            raise UpstreamUnavailable("the video changed while it was being read; retry")
         if fetched != byte_range:
             response["Body"].close()
             raise UpstreamError("the storage backend ignored a Range request")
@@ -433,6 +449,10 @@ class S3Reader:
         if self._response is not None:
             self._response["Body"].close()
             self._response = None
+
+    def damaged(self, found: str) -> ObjectDamaged:
+        log.error("S3 object %r is damaged: %s", self.info.key, found)
+        return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
 async def _iter_body(body: Any) -> AsyncIterator[bytes]:
@@ -462,4 +482,15 @@ def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
         last_modified=modified.astimezone(UTC),
         content_type=safe_content_type(response.get("ContentType")),
         sha256=metadata.get(SHA256_METADATA),
+        md5=_content_md5(response),
     )
+
+
+def _content_md5(response: dict[str, Any]) -> str | None:
+    """The body's MD5 where the ETag is one."""
+    match = _PLAIN_ETAG_RE.fullmatch(response.get("ETag") or "")
+    if match is None or response.get("SSECustomerAlgorithm"):
+        return None
+    if response.get("ServerSideEncryption") in _ETAG_NOT_MD5_ENCRYPTION:
+        return None
+    return match.group(1).lower()

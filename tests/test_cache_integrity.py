@@ -1,0 +1,247 @@
+"""The cache never presents bytes that are not the object as a complete answer.
+
+- a fill is checked against the object's digest (its recorded SHA-256, else an
+  ETag that is its MD5) and kept only if it matches; the readers that followed
+  it do not get the last byte of a fill that did not match;
+- an entry whose file no longer holds the recorded number of bytes answers
+  ``500 object_damaged`` once, and is dropped;
+- entries found at start are hashed again before they are hits.
+
+Bad bytes come from the counting proxy (``corrupt``: one byte inverted on its
+way from moto), from metadata that names another body's SHA-256, or from the
+test changing an entry's file on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from cache_rig import (
+    CacheRig,
+    cache_rig_fixture,  # noqa: F401
+    fetch,
+    random_bytes,
+    wait_for,
+    wait_for_hit,
+)
+from s3_proxy import s3_proxy_fixture  # noqa: F401
+
+from vidproxy.units import MiB
+
+SIZE = 3 * MiB + 11
+FLIPPED_AT = 2 * MiB + 5  # a byte the first reader has long been sent when the fill ends
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def get_cut_short(
+    client: TestClient[Any, Any], key: str, **headers: str
+) -> tuple[int, str, int]:
+    """A GET whose body must end short of its Content-Length: status, X-Cache,
+    and how many bytes arrived before the connection was cut."""
+    response = await client.get(f"/videos/{key}", headers=headers)
+    return response.status, response.headers["X-Cache"], await cut_short(response)
+
+
+async def cut_short(response: aiohttp.ClientResponse) -> int:
+    """The bytes of ``response`` that arrived; fails unless its body was cut short."""
+    received = 0
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for chunk in response.content.iter_any():
+            received += len(chunk)
+    return received
+
+
+# ---- fills --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digest", ["sha256", "etag-md5"])
+async def test_a_fill_with_corrupted_bytes_is_not_kept_and_its_reader_is_cut_short(
+    cache_rig: CacheRig, digest: str
+) -> None:
+    body = random_bytes(SIZE, 40)
+    metadata = {"sha256": sha256(body)} if digest == "sha256" else {}
+    await cache_rig.upload("a.mp4", body, **metadata)
+    client = await cache_rig.start()
+    flip = cache_rig.proxy.corrupt(cache_rig.bucket, "a.mp4", at=FLIPPED_AT)
+
+    status, x_cache, received = await get_cut_short(client, "a.mp4")
+
+    assert flip.done.is_set()
+    assert (status, x_cache) == (200, "MISS")
+    assert received == SIZE - 1  # everything but the byte that would say "complete"
+    await wait_for(lambda: not cache_rig.temp_files(), "the bad fill's temp file removed")
+    assert cache_rig.entry_files() == []
+    again = await fetch(client, "a.mp4")  # S3 sends the right bytes this time
+    assert (again.x_cache, again.body == body) == ("MISS", True)
+    await wait_for_hit(client, "a.mp4")
+    assert (await fetch(client, "a.mp4")).body == body
+
+
+async def test_every_reader_of_a_corrupted_fill_is_cut_short(cache_rig: CacheRig) -> None:
+    body = random_bytes(SIZE, 41)
+    await cache_rig.upload("a.mp4", body, sha256=sha256(body))
+    client = await cache_rig.start()
+    rule = cache_rig.proxy.corrupt(cache_rig.bucket, "a.mp4", at=FLIPPED_AT, hold_after=MiB)
+    first = asyncio.create_task(get_cut_short(client, "a.mp4"))
+    await rule.wait_reached()
+    # Joined while the fill is held at 1 MiB: these follow the same fill.
+    joined = [
+        await client.get("/videos/a.mp4", headers={"Range": f"bytes={start}-"})
+        for start in (100, SIZE - 10)
+    ]
+    rule.release()
+
+    assert (await first)[::2] == (200, SIZE - 1)
+    assert [r.status for r in joined] == [206, 206]
+    for response in joined:  # cut_short fails unless the body ends short
+        assert await cut_short(response) < int(response.headers["Content-Length"])
+    assert cache_rig.full_gets("a.mp4") == 1
+
+
+async def test_a_fill_that_matches_no_recorded_digest_is_not_kept(
+    cache_rig: CacheRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bytes S3 holds are not those its metadata describes: damaged at the
+    # source, or an overwrite that mixed two bodies.
+    body = random_bytes(SIZE, 42)
+    await cache_rig.upload("a.mp4", body, sha256=sha256(b"another body"))
+    client = await cache_rig.start()
+
+    with caplog.at_level(logging.ERROR, logger="vidproxy.cache"):
+        status, _, received = await get_cut_short(client, "a.mp4")
+        await wait_for(lambda: not cache_rig.temp_files(), "the bad fill's temp file removed")
+
+    assert (status, received) == (200, SIZE - 1)
+    assert cache_rig.entry_files() == []
+    assert (await fetch(client, "a.mp4", "HEAD")).x_cache == "MISS"
+    assert any("are not the object" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_closed_range_is_not_held_back(cache_rig: CacheRig) -> None:
+    # A range that ends before the object does cannot wait for the whole fill:
+    # it gets what S3 sent, as a direct ranged GET would.
+    body = random_bytes(SIZE, 43)
+    await cache_rig.upload("a.mp4", body, sha256=sha256(body))
+    client = await cache_rig.start()
+
+    answer = await fetch(client, "a.mp4", Range="bytes=0-99999")
+
+    assert (answer.status, answer.body) == (206, body[:100_000])
+
+
+# ---- entries changed on disk ----------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def grow(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"appended")
+
+
+@pytest.mark.parametrize("change", [truncate, grow], ids=["truncated", "grown"])
+async def test_an_entry_of_the_wrong_size_is_never_a_hit(cache_rig: CacheRig, change: Any) -> None:
+    body = random_bytes(SIZE, 44)
+    await cache_rig.upload("a.mp4", body)
+    client = await cache_rig.start()
+    await fetch(client, "a.mp4")
+    await wait_for_hit(client, "a.mp4")
+    [data] = cache_rig.entry_files()
+
+    change(data)
+    damaged = await client.get("/videos/a.mp4")
+    refetched = await fetch(client, "a.mp4")
+
+    assert damaged.status == 500
+    assert (await damaged.json())["error"] == "object_damaged"
+    assert (refetched.status, refetched.x_cache, refetched.body == body) == (200, "MISS", True)
+    await wait_for_hit(client, "a.mp4")
+    assert (await fetch(client, "a.mp4", Range="bytes=5-")).body == body[5:]
+
+
+# ---- entries found at start -------------------------------------------------------------
+
+
+def flip_byte(path: Path, at: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("digest", ["sha256", "etag-md5"])
+async def test_flipped_bytes_found_at_start_are_never_a_hit(
+    cache_rig: CacheRig, digest: str
+) -> None:
+    body = random_bytes(SIZE, 45)
+    metadata = {"sha256": sha256(body)} if digest == "sha256" else {}
+    await cache_rig.upload("a.mp4", body, **metadata)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+    [data] = cache_rig.entry_files()
+    flip_byte(data, FLIPPED_AT)
+
+    second = await cache_rig.start()
+    answers = [await fetch(second, "a.mp4")]
+    await wait_for(lambda: not data.exists(), "the damaged entry dropped")
+    answers.append(await fetch(second, "a.mp4"))
+    await wait_for_hit(second, "a.mp4")
+    answers.append(await fetch(second, "a.mp4"))
+
+    assert [(a.status, a.x_cache, a.body == body) for a in answers] == [
+        (200, "MISS", True),
+        (200, "MISS", True),
+        (200, "HIT", True),
+    ]
+
+
+async def test_an_intact_entry_found_at_start_is_a_hit_once_checked(cache_rig: CacheRig) -> None:
+    body = random_bytes(SIZE, 46)
+    await cache_rig.upload("a.mp4", body)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+
+    second = await cache_rig.start()
+    await wait_for_hit(second, "a.mp4")  # HEADs meanwhile: no GET
+    answer = await fetch(second, "a.mp4")
+
+    assert (answer.x_cache, answer.body == body) == ("HIT", True)
+    assert cache_rig.full_gets("a.mp4") == 1
+
+
+async def test_start_does_not_wait_for_the_check(
+    cache_rig: CacheRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = random_bytes(SIZE, 47)
+    await cache_rig.upload("a.mp4", body)
+    first = await cache_rig.start()
+    await fetch(first, "a.mp4")
+    await wait_for_hit(first, "a.mp4")
+    await first.close()
+
+    with caplog.at_level(logging.INFO, logger="vidproxy.cache"):
+        # Checking SIZE bytes at 64 KiB/s takes close to a minute.
+        second = await cache_rig.start(verify_bytes_per_second=64 * 1024)
+        answer = await fetch(second, "a.mp4", Range="bytes=10-")
+
+    assert (answer.status, answer.x_cache, answer.body == body[10:]) == (206, "MISS", True)
+    assert not any("is checked" in r.getMessage() for r in caplog.records)
+    await second.close()  # cancels the check
