@@ -30,8 +30,10 @@ from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
 
 from vidproxy.app import create_app
+from vidproxy.appkeys import CONFIG
 from vidproxy.config import Config, load_config
-from vidproxy.protocol import JsonErrorRunner
+from vidproxy.limits import MAX_DESCRIPTORS, ConnectionSlots
+from vidproxy.protocol import ConnectionRules, JsonErrorRunner
 from vidproxy.units import MiB
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
@@ -178,11 +180,16 @@ class RunAppServer(TestServer):
     aiohttp's TestServer turns ``handler_cancellation`` on; production leaves it
     off, so a client that hangs up does not cancel the handler (an ffmpeg upload
     that sent its whole body and closed must still be stored). The runner is
-    production's too, so what aiohttp's parser refuses is answered in JSON.
+    production's too, so what aiohttp's parser refuses is answered in JSON, and
+    vidproxy's app gets its configured head deadline and connection bound.
     """
 
     async def _make_runner(self, **kwargs: Any) -> AppRunner:
         kwargs["handler_cancellation"] = False
+        config = self.app.get(CONFIG)
+        if config is not None:
+            limit = config.server.max_connections or MAX_DESCRIPTORS
+            kwargs["rules"] = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
         return JsonErrorRunner(self.app, **kwargs)
 
 
@@ -267,6 +274,19 @@ class RawConnection:
             else:
                 body = await self._reader.read()
         return RawResponse(status, headers, body)
+
+    async def read_until_closed(self, within: float = RESPONSE_TIMEOUT) -> bytes | None:
+        """Everything the server sends until it closes; None if still open after ``within``."""
+        received = bytearray()
+        try:
+            async with asyncio.timeout(within):
+                while piece := await self._reader.read(64 * 1024):
+                    received += piece
+        except TimeoutError:
+            return None
+        except ConnectionError:
+            pass  # closed with a reset: what came before it still counts
+        return bytes(received)
 
     async def read_head(self) -> tuple[int, CIMultiDict[str]]:
         """The status and headers of the next response, interim ones included."""

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -301,9 +302,16 @@ def poll(condition: Callable[[], bool], what: str, timeout: float) -> None:
 
 
 class VidproxyProcess:
-    """``python -m vidproxy serve`` with ``env`` on top of a clean environment."""
+    """``python -m vidproxy serve`` with ``env`` on top of a clean environment;
+    ``open_files`` sets its RLIMIT_NOFILE (soft and hard) before it starts."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        args: tuple[str, ...] = (),
+        open_files: int | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = int(env.get("VIDPROXY_SERVER_PORT") or free_port())
         self.url = f"http://127.0.0.1:{self.port}"
@@ -318,7 +326,12 @@ class VidproxyProcess:
         )
         self._env.update(env)
         self._args = args
+        self._open_files = open_files
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _limit_open_files(self) -> None:
+        if self._open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
 
     def launch(self) -> None:
         """Start the process and return at once."""
@@ -326,7 +339,12 @@ class VidproxyProcess:
         # cwd without a config.toml, so only the environment configures it.
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=self.workdir, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                cwd=self.workdir,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_open_files if self._open_files is not None else None,
             )
 
     def start(self, probe: str = "/readyz") -> VidproxyProcess:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -20,13 +22,37 @@ from .hashing import BackgroundHash
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
+@dataclass(frozen=True)
+class MinRate:
+    """The slowest a body may arrive on average, judged after ``grace`` seconds.
+
+    Only time spent waiting on the client counts (not time the store made us
+    wait), so each byte received buys ``1 / bytes_per_second`` more seconds of
+    waiting: a trickling client is cut off, one that stalls briefly is not."""
+
+    bytes_per_second: int
+    grace: float
+
+    def allowance(self, received: int) -> float:
+        """Seconds of waiting that ``received`` bytes have paid for."""
+        return max(self.grace, received / self.bytes_per_second)
+
+
 class RequestBody:
     """Implements ``storage.base.UploadSource`` over an aiohttp request."""
 
-    def __init__(self, request: web.Request, max_bytes: int, read_timeout: float) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        max_bytes: int,
+        read_timeout: float,
+        min_rate: MinRate | None = None,
+    ) -> None:
         self._content = request.content
         self._max_bytes = max_bytes
         self._read_timeout = read_timeout
+        self._min_rate = min_rate if min_rate and min_rate.bytes_per_second > 0 else None
+        self._waited = 0.0  # seconds spent waiting on the client for body bytes
         self.content_length = _declared_length(request)
         self.expected_sha256 = _expected_sha256(request)
         if self.content_length is not None and self.content_length > max_bytes:
@@ -74,17 +100,37 @@ class RequestBody:
         return self._digest
 
     async def _read_some(self) -> bytes:
+        timeout, too_slow = self._read_deadline()
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(self._read_timeout):
+            async with asyncio.timeout(timeout):
                 chunk = await self._next_piece()
         except ConnectionResetError:
             chunk = self._salvage_complete_body()
         except TimeoutError:
-            raise RequestTimeout(f"no body bytes for {self._read_timeout:g} s") from None
+            stalled = f"no body bytes for {self._read_timeout:g} s"
+            raise RequestTimeout(too_slow or stalled) from None
+        finally:
+            self._waited += time.monotonic() - started
         self._received += len(chunk)
         if self._received > self._max_bytes:
             raise TooLarge(f"the body is larger than the {self._max_bytes}-byte limit")
         return chunk
+
+    def _read_deadline(self) -> tuple[float, str | None]:
+        """How long the next read may wait, and the message if it is the minimum
+        rate (not ``read_timeout``) that runs out first."""
+        rate = self._min_rate
+        if rate is None:
+            return self._read_timeout, None
+        left = rate.allowance(self._received) - self._waited
+        if left >= self._read_timeout:
+            return self._read_timeout, None
+        message = (
+            f"the body arrived slower than the minimum of {rate.bytes_per_second} "
+            f"bytes/s (server.min_upload_rate)"
+        )
+        return max(left, 0.0), message
 
     async def _next_piece(self) -> bytes:
         # readchunk() hands over aiohttp's pieces as they came; read(n) and

@@ -85,6 +85,18 @@ class ServerConfig:
     max_upload_bytes: Size = 100 * GiB
     # aiohttp has no body read deadline: a read that waits longer than this fails (408).
     body_timeout: float = 60.0
+    # Past the grace period, an upload averaging fewer bytes a second fails (408),
+    # so a trickling client cannot hold an upload slot for as long as it likes; 0 = off.
+    min_upload_rate: Size = 16 * KiB
+    upload_rate_grace: float = 30.0
+    # A request head (the first one from the connection's start, a later one from its
+    # first byte) must arrive whole within this; slowloris heads are closed after it.
+    header_timeout: float = 15.0
+    # An idle kept-alive connection is closed after this (aiohttp's run_app default).
+    keepalive_timeout: float = 75.0
+    # Open connections at once; past it the one that has waited longest for a request
+    # head is closed. 0: derived from the open-file limit (see limits.py).
+    max_connections: int = 0
     # 503 with Retry-After past this many uploads at once, so memory stays bounded.
     max_concurrent_uploads: int = 64
     # On SIGTERM: how long in-flight requests may run before they are cancelled.
@@ -395,6 +407,10 @@ def _validate(config: Config) -> None:
         ("s3.connect_timeout", s3.connect_timeout > 0, "must be positive"),
         ("s3.read_timeout", s3.read_timeout > 0, "must be positive"),
         ("server.body_timeout", config.server.body_timeout > 0, "must be positive"),
+        ("server.upload_rate_grace", config.server.upload_rate_grace >= 0, "must not be negative"),
+        ("server.header_timeout", config.server.header_timeout > 0, "must be positive"),
+        ("server.keepalive_timeout", config.server.keepalive_timeout > 0, "must be positive"),
+        ("server.max_connections", config.server.max_connections >= 0, "must not be negative"),
         ("server.shutdown_timeout", config.server.shutdown_timeout >= 0, "must not be negative"),
         (
             "server.max_concurrent_uploads",

@@ -7,10 +7,12 @@ except for harmless keys, so a signed URL's signature never reaches a log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -64,6 +66,65 @@ class MalformedRequestFilter(logging.Filter):
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+# asyncio's text for a failed accept(2) (EMFILE, ENFILE, ENOBUFS, ENOMEM). It retries
+# after a second, but in Python 3.11 tries the rest of its accept batch first, each
+# attempt reporting again with a traceback: tens of thousands of lines a minute.
+ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+THROTTLE_SECONDS = 60.0
+
+
+class Throttled:
+    """A warning logged at most once per ``interval``: the first occurrence at
+    once, later ones counted and reported with the next line that goes out."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        interval: float = THROTTLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._last_logged: float | None = None
+        self._unlogged = 0
+
+    def hit(self, detail: str) -> None:
+        self._unlogged += 1
+        now = self._clock()
+        if self._last_logged is not None and now - self._last_logged < self._interval:
+            return
+        self._logger.warning(
+            "%s (%s; %d since the last such warning)",
+            self._message,
+            detail,
+            self._unlogged,
+        )
+        self._last_logged, self._unlogged = now, 0
+
+
+def throttle_accept_errors(
+    loop: asyncio.AbstractEventLoop, throttled: Throttled, on_exhausted: Callable[[], object]
+) -> None:
+    """Route asyncio's accept-exhaustion reports through ``throttled`` and call
+    ``on_exhausted`` for each (to free a descriptor); everything else goes on as before."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == ACCEPT_EXHAUSTED:
+            exc = context.get("exception")
+            throttled.hit(getattr(exc, "strerror", None) or repr(exc))
+            on_exhausted()
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -1,4 +1,5 @@
-"""vidproxy's JSON for the answers aiohttp writes itself.
+"""vidproxy's side of aiohttp's connections: JSON for the answers aiohttp writes
+itself, a deadline for request heads, and a bound on open connections.
 
 aiohttp's parser refuses some requests before any route or middleware runs
 (request-smuggling shapes, a line over the limit, too many headers, garbage), and
@@ -6,9 +7,28 @@ aiohttp's parser refuses some requests before any route or middleware runs
 out or crashed past ``error_middleware``, in plain text. ``JsonErrorRunner`` is an
 ``AppRunner`` whose connections give those answers ``error_response``'s JSON body,
 keeping aiohttp's status, logging and ``Connection: close``.
+
+aiohttp has no deadline for a request head (its keep-alive timer does not run
+while a head is arriving) and no bound on connections, so half-sent heads
+(slowloris) held descriptors until the process ran out. Here a head must arrive
+whole within ``header_timeout``: the first from the connection's start, a later
+one from its first byte (an idle kept-alive connection is left to aiohttp's
+``keepalive_timeout``). ``ConnectionSlots`` bounds the connections and, at the
+bound, closes the one that has waited longest for a head.
+
+This module is the one place that uses aiohttp's private names, checked against
+aiohttp 3.14.5 and pinned by tests/test_connections.py::test_aiohttp_internals_*:
+``RequestHandler._messages`` (the deque ``data_received`` appends each parsed
+head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
+``_loop`` (what a server makes its handlers with).
 """
 
 from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import (
@@ -18,10 +38,14 @@ from aiohttp.http_exceptions import (
     InvalidHeader,
     LineTooLong,
 )
+from aiohttp.streams import StreamReader
 
-from .errors import VidproxyError, error_response
+from .config import ServerConfig
+from .errors import RETRY_AFTER_SECONDS, RequestTimeout, VidproxyError, error_response
+from .limits import MAX_DESCRIPTORS, ConnectionSlots
 
 MALFORMED = "malformed_request"
+TOO_MANY_CONNECTIONS = "too_many_connections"
 # A fixed text per kind: aiohttp's own message quotes the offending bytes.
 _PARSER_MESSAGES: tuple[tuple[type[HttpProcessingError], str], ...] = (
     (LineTooLong, "request line or header line too long"),
@@ -43,8 +67,54 @@ def describe(status: int, exc: BaseException | None) -> tuple[str, str]:
     return _HANDLER_ERRORS.get(status, ("http_error", "the request failed"))
 
 
+def raw_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A whole JSON error answer as bytes, for a connection with no request to
+    answer through aiohttp (a head that never came, a connection over the bound)."""
+    body = json.dumps({"error": code, "message": message}).encode()
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + body
+
+
+class ConnectionRules:
+    """What every connection of one server shares: the head deadline, the bound,
+    and the answers written when either closes a connection."""
+
+    def __init__(self, header_timeout: float, slots: ConnectionSlots) -> None:
+        self.header_timeout = header_timeout
+        self.slots = slots
+        self.head_timed_out = raw_error(
+            RequestTimeout.status,
+            RequestTimeout.code,
+            f"the request head did not arrive within {header_timeout:g} s",
+        )
+        self.refused = raw_error(
+            503,
+            TOO_MANY_CONNECTIONS,
+            "every connection is busy with a request; retry shortly",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+def default_rules() -> ConnectionRules:
+    return ConnectionRules(ServerConfig.header_timeout, ConnectionSlots(MAX_DESCRIPTORS))
+
+
 class JsonErrorHandler(web.RequestHandler):
-    __slots__ = ()
+    __slots__ = ("_body", "_head_started", "_head_timer", "_rules")
+
+    def __init__(self, manager: web.Server, *, rules: ConnectionRules, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._rules = rules
+        # The body of the newest parsed request: bytes after its end start a head.
+        self._body: StreamReader | None = None
+        self._head_started = False  # bytes of a head have come, not all of it
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def handle_error(
         self,
@@ -64,13 +134,102 @@ class JsonErrorHandler(web.RequestHandler):
         response.headers[hdrs.CONNECTION] = "close"
         return response
 
+    # ---- the head deadline and the connection bound ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._rules.slots.admit(self):
+            self._answer_and_close(self._rules.refused)
+            return
+        self._start_head_deadline()  # the first head counts from the connection's start
+
+    def data_received(self, data: bytes) -> None:
+        starts_head = self._body is None or self._body.is_eof()
+        parsed = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > parsed:
+            self._body = self._messages[-1][1]
+            self._head_arrived()
+        elif data and starts_head and not self._head_started:
+            self._head_started = True
+            # While a request is being handled, a pipelined head waits its turn:
+            # its deadline starts when the connection is free again (log_access).
+            if self._rules.slots.is_waiting(self):
+                self._start_head_deadline()
+
+    def log_access(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float | None
+    ) -> None:
+        # Called once per answer, after its last byte went out: the connection now
+        # waits for its next head, unless a pipelined one is already parsed.
+        super().log_access(request, response, time)
+        if not self._messages:
+            self._rules.slots.waiting(self)
+            if self._head_started:
+                self._start_head_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._rules.slots.closed(self)
+        self._stop_head_deadline()
+        super().connection_lost(exc)
+
+    def evict(self) -> None:
+        """Close at once, descriptor included: the bound needs this place."""
+        self._rules.slots.closed(self)
+        self._stop_head_deadline()
+        if self.transport is not None:
+            self.transport.abort()
+        self.force_close()
+
+    def _head_arrived(self) -> None:
+        self._head_started = False
+        self._stop_head_deadline()
+        self._rules.slots.busy(self)
+
+    def _start_head_deadline(self) -> None:
+        if self._head_timer is None:
+            loop = asyncio.get_running_loop()
+            self._head_timer = loop.call_later(self._rules.header_timeout, self._head_overdue)
+
+    def _stop_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if not self._rules.slots.is_waiting(self):
+            return  # busy with a request: log_access restarts it for a pending head
+        if self._head_started:
+            self._answer_and_close(self._rules.head_timed_out)
+        else:
+            self.evict()  # never sent a byte: nobody to answer
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        # A few hundred bytes fit any socket buffer: close() does not wait on the client.
+        self._rules.slots.closed(self)
+        self._stop_head_deadline()
+        if self.transport is not None:
+            self.transport.write(answer)
+        self.force_close()
+
 
 class JsonErrorServer(web.Server):
+    def __init__(self, *args: Any, rules: ConnectionRules, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rules = rules
+
     def __call__(self) -> web.RequestHandler:
-        return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+        return JsonErrorHandler(self, loop=self._loop, rules=self.rules, **self._kwargs)
 
 
 class JsonErrorRunner(web.AppRunner):
+    def __init__(
+        self, app: web.Application, *, rules: ConnectionRules | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.rules = rules or default_rules()
+
     async def _make_server(self) -> web.Server:
         # aiohttp has no setting for the handler class; this hook is the one seam,
         # and startup, signals and sites stay aiohttp's.
@@ -79,5 +238,6 @@ class JsonErrorRunner(web.AppRunner):
             server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
+            rules=self.rules,
             **server._kwargs,
         )

@@ -7,15 +7,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 
 from aiohttp import hdrs, web
 
 from .appkeys import IN_FLIGHT
 from .config import Config
-from .limits import InFlight
-from .logs import AccessLogger
-from .protocol import JsonErrorRunner
+from .limits import (
+    DESCRIPTORS_PER_CONNECTION,
+    RESERVED_DESCRIPTORS,
+    ConnectionSlots,
+    InFlight,
+    connection_limit,
+)
+from .logs import AccessLogger, Throttled, throttle_accept_errors
+from .protocol import ConnectionRules, JsonErrorRunner
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +33,15 @@ CANCEL_GRACE_SECONDS = 5.0
 async def serve(app: web.Application, config: Config) -> None:
     in_flight = app[IN_FLIGHT]
     app.on_response_prepare.append(_close_when_draining)
+    slots = ConnectionSlots(max_connections(config))
+    _throttle_accept_errors(slots)
     # aiohttp's parser-level rejections answer in JSON like everything else.
     runner = JsonErrorRunner(
         app,
+        rules=ConnectionRules(config.server.header_timeout, slots),
         handle_signals=False,
         access_log_class=AccessLogger,
+        keepalive_timeout=config.server.keepalive_timeout,
         shutdown_timeout=CANCEL_GRACE_SECONDS,
     )
     await runner.setup()
@@ -40,7 +51,12 @@ async def serve(app: web.Application, config: Config) -> None:
             await site.start()
         except OSError as exc:
             raise ListenError(config.server.host, config.server.port, exc) from exc
-        log.info("listening on http://%s:%d", config.server.host, config.server.port)
+        log.info(
+            "listening on http://%s:%d (at most %d connections)",
+            config.server.host,
+            config.server.port,
+            slots.limit,
+        )
         await _wait_for_stop_signal()
         in_flight.draining = True
         await site.stop()
@@ -67,6 +83,31 @@ class ListenError(Exception):
         reason = os.strerror(errno) if errno > 0 else cause.strerror or str(cause)
         super().__init__(f"cannot listen on {host}:{port}: {reason}")
         self.errno = errno
+
+
+def max_connections(config: Config) -> int:
+    """``server.max_connections``, or what the open-file limit leaves room for."""
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    s3_pool = config.s3.max_pool_connections if config.backend == "s3" else 0
+    fitting = connection_limit(open_files, s3_pool)
+    configured = config.server.max_connections
+    if configured > fitting:
+        log.warning(
+            "server.max_connections = %d needs about %d descriptors; the open-file limit "
+            "is %d: past it, new connections wait for a descriptor (raise the limit: "
+            "LimitNOFILE=, ulimit -n)",
+            configured,
+            configured * DESCRIPTORS_PER_CONNECTION + RESERVED_DESCRIPTORS + s3_pool,
+            open_files,
+        )
+    return configured or fitting
+
+
+def _throttle_accept_errors(slots: ConnectionSlots) -> None:
+    # Out of descriptors: one warning a minute instead of asyncio's traceback per
+    # attempt, and a stalled or idle connection closed so the retry gets one.
+    throttled = Throttled(log, "cannot accept connections: out of descriptors")
+    throttle_accept_errors(asyncio.get_running_loop(), throttled, slots.evict_oldest)
 
 
 async def _close_when_draining(request: web.BaseRequest, response: web.StreamResponse) -> None:

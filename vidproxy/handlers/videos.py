@@ -8,7 +8,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..appkeys import CONFIG, STORE, UPLOADS
-from ..body import RequestBody
+from ..body import MinRate, RequestBody
 from ..conditions import parse_range
 from ..errors import BadRequest
 from ..keys import new_key, validate_key
@@ -37,7 +37,8 @@ async def put_video(request: web.Request) -> web.Response:
 async def _store_body(request: web.Request, key: str) -> web.Response:
     server = request.app[CONFIG].server
     with request.app[UPLOADS].hold():
-        body = RequestBody(request, server.max_upload_bytes, server.body_timeout)
+        min_rate = MinRate(server.min_upload_rate, server.upload_rate_grace)
+        body = RequestBody(request, server.max_upload_bytes, server.body_timeout, min_rate)
         content_type = await _content_type(request, key, body)
         stored = await request.app[STORE].put(
             key, body, content_type, create_only=_create_only(request)

@@ -27,6 +27,7 @@ from typing import Any
 
 from ulid import ULID
 
+from ..buffers import lazy_buffer
 from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, ObjectDamaged, PreconditionFailed, UpstreamUnavailable
 from ..files import flush_and_sync, read_file, sync_dir, write_atomically
@@ -154,8 +155,9 @@ class FsStore:
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
         size = 0
-        # One buffer throughout: each write is done before the next readinto.
-        buffer = memoryview(bytearray(WRITE_CHUNK))
+        # One buffer throughout: each write is done before the next readinto. Lazy:
+        # a trickling upload holds the bytes it sent, not a whole WRITE_CHUNK.
+        buffer = memoryview(lazy_buffer(WRITE_CHUNK))
         with await asyncio.to_thread(open, path, "wb") as out:
             while filled := await source.readinto(buffer):
                 await asyncio.to_thread(out.write, buffer[:filled])

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import mmap
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from ..buffers import lazy_buffer
 from ..units import KiB
 
 log = logging.getLogger(__name__)
@@ -32,17 +34,18 @@ Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 class PartBuffers:
     """At most ``count`` part buffers at once, reused from part to part: an
     upload's memory stays flat however long the body, and no part is allocated,
-    filled and freed again for every 8 MiB."""
+    filled and freed again for every 8 MiB. Lazy buffers: a part holds memory
+    for the bytes that arrived in it, however large it may grow."""
 
     def __init__(self, count: int) -> None:
-        self._free: list[bytearray] = []
+        self._free: list[mmap.mmap] = []
         self._available = asyncio.Semaphore(count)
 
     async def take(self, size: int) -> memoryview:
         await self._available.acquire()
-        buffer = self._free.pop() if self._free else bytearray(size)
+        buffer = self._free.pop() if self._free else lazy_buffer(size)
         if len(buffer) < size:  # parts grow on a long chunked upload
-            buffer = bytearray(size)
+            buffer = lazy_buffer(size)
         return memoryview(buffer)[:size]
 
     def give_back(self, view: memoryview) -> None:
