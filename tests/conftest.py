@@ -29,12 +29,12 @@ from aiohttp.web_runner import AppRunner
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
 
-from vidproxy.app import create_app
-from vidproxy.appkeys import CONFIG
 from vidproxy.config import Config, load_config
-from vidproxy.limits import MAX_DESCRIPTORS, ConnectionSlots
-from vidproxy.protocol import ConnectionRules, JsonErrorRunner
 from vidproxy.units import MiB
+from vidproxy.web.app import create_app
+from vidproxy.web.appkeys import CONFIG
+from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
+from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB

@@ -1,4 +1,4 @@
-"""Drive a running vidproxy and hold every answer against ``vidproxy/openapi.json``.
+"""Drive a running vidproxy and hold every answer against ``vidproxy/web/openapi.json``.
 
 A ``Probe`` sends a request for one documented operation (a path template and a
 method), records ``(template, method, status)``, and checks the answer the way a
@@ -29,7 +29,7 @@ NO_BODY_STATUSES = (204, 304)
 
 
 def load_document() -> Document:
-    text = resources.files("vidproxy").joinpath("openapi.json").read_text(encoding="utf-8")
+    text = resources.files("vidproxy.web").joinpath("openapi.json").read_text(encoding="utf-8")
     document: Document = json.loads(text)
     return document
 

@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import PART_SIZE, Connect, chunked
 from yarl import URL
 
-from vidproxy.app import create_app
 from vidproxy.config import Config
+from vidproxy.web.app import create_app
 
 Client = TestClient[Any, Any]
 Pending = Callable[[], Awaitable[list[str]]]

@@ -25,9 +25,9 @@ from aiohttp import web
 from conftest import RawConnection
 from fault_rig import VidproxyProcess, http_status, payload
 
-from vidproxy.limits import ConnectionSlots, connection_limit
 from vidproxy.logs import Throttled
-from vidproxy.protocol import JsonErrorHandler
+from vidproxy.web.limits import ConnectionSlots, connection_limit
+from vidproxy.web.protocol import JsonErrorHandler
 
 HEADER_TIMEOUT = 1.0
 MARGIN = 3.0  # seconds a close may come after its deadline on a loaded machine

@@ -25,7 +25,7 @@ from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
 from e2e.support import poll, stop_server
 
 from vidproxy.config import load_config
-from vidproxy.server import CANCEL_GRACE_SECONDS
+from vidproxy.web.server import CANCEL_GRACE_SECONDS
 
 NGINX = "/usr/sbin/nginx"
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"

@@ -3,7 +3,7 @@ slots, request smuggling, oversized heads, keys that try to leave their director
 Range garbage, and what may never show in a response header or leave S3's side.
 
 aiohttp's own parser refuses malformed requests (smuggling shapes, oversized heads)
-before any route runs; vidproxy.protocol makes that answer JSON too, with a fixed
+before any route runs; vidproxy.web.protocol makes that answer JSON too, with a fixed
 message per kind and a closed connection: those tests check the status, the body,
 the speed and the close.
 """

@@ -67,7 +67,7 @@ async def test_start_up_names_the_s3_backend_and_says_it_is_ready(
         await wait_until(checked, "the start-up check's line")
     log = process.log()
     assert f"INFO vidproxy: vidproxy storing in {where}\n" in log
-    assert f" INFO vidproxy.handlers.health: storage ready ({where})\n" in log
+    assert f" INFO vidproxy.web.handlers.health: storage ready ({where})\n" in log
 
 
 async def test_start_up_names_the_fs_directory(tmp_path: Path, wait_until: Wait) -> None:

@@ -1,4 +1,4 @@
-"""vidproxy/openapi.json: a valid OpenAPI 3.1 document, served at /openapi.json,
+"""vidproxy/web/openapi.json: a valid OpenAPI 3.1 document, served at /openapi.json,
 that names exactly the routes ``create_app`` registers, and whose every
 documented status a running vidproxy really answers: on fs, on S3 (moto), on an
 S3 endpoint nobody listens on, and on one that denies every request."""
@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from openapi_probe import Client, Document, Probe, is_public, load_document, operations
 from openapi_spec_validator import validate
 
-from vidproxy.app import create_app
 from vidproxy.config import Config
 from vidproxy.errors import InvalidKey
 from vidproxy.keys import MAX_KEY_BYTES, validate_key
+from vidproxy.web.app import create_app
 
 Start = Callable[[Config], Any]
 Wait = Callable[..., Awaitable[None]]

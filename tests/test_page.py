@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient
 from chromium import launched_chromium
 from conftest import RunAppServer
 
-from vidproxy.app import create_app
 from vidproxy.config import Config
-from vidproxy.handlers import page
+from vidproxy.web.app import create_app
+from vidproxy.web.handlers import page
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "page.png"
 VIEWPORT = {"width": 1280, "height": 800}

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from vidproxy.app import create_app
 from vidproxy.conditions import ByteRange, RangeSpec, parse_range
 from vidproxy.config import ConfigError, load_config, parse_size
 from vidproxy.errors import InvalidKey, RangeNotSatisfiable
 from vidproxy.keys import MAX_KEY_BYTES, key_digest, validate_key
+from vidproxy.web.app import create_app
 
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from conftest import RunAppServer
 
-from vidproxy.protocol import MALFORMED, describe
+from vidproxy.web.protocol import MALFORMED, describe
 
 SECONDS = 5.0
 

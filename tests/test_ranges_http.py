@@ -23,8 +23,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import NO_STALE_UPLOAD_SWEEP, PART_SIZE, POLL_INTERVAL, POLL_TIMEOUT
 
-from vidproxy.app import create_app
 from vidproxy.config import load_config
+from vidproxy.web.app import create_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

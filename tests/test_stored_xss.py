@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 from chromium import launched_chromium
 from conftest import RunAppServer
 
-from vidproxy.app import create_app
 from vidproxy.config import Config
+from vidproxy.web.app import create_app
 
 Client = TestClient[Any, Any]
 Wait = Callable[..., Any]

@@ -20,8 +20,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from . import server
-from .app import create_app
 from .auth import Authorizer
 from .client import CLIENT_COMMANDS, CLIENT_ENV_VARS, add_client_commands, run_client
 from .client.api import parse_base_url
@@ -29,13 +27,15 @@ from .client.commands import parse_args
 from .client.errors import UsageError
 from .config import Config, ConfigError, check_local_dirs, load_config, unknown_env_vars
 from .errors import VidproxyError
-from .handlers.health import check_once_at_start
-from .handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
 from .keys import validate_key
-from .limits import pin_malloc_mmap_threshold
 from .logs import configure_logging, keep_credentials_out
 from .storage.s3 import describe_s3
 from .verify import add_verify_command, run_verify
+from .web import server
+from .web.app import create_app
+from .web.handlers.health import check_once_at_start
+from .web.handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
+from .web.limits import pin_malloc_mmap_threshold
 
 DEFAULT_CONFIG = Path("config.toml")
 # A GET grant covers HEAD (the server checks a HEAD against GET), so HEAD is not offered.

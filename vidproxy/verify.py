@@ -23,9 +23,9 @@ from typing import Any, TextIO
 from .cache.disk import CacheDir, StoredEntry, Unusable
 from .config import Config
 from .errors import NotFound, ObjectDamaged, VidproxyError
-from .integrity import Digester, check_file, expected_digests
 from .storage.base import ObjectInfo, Store
 from .storage.fs import FsStore
+from .storage.integrity import Digester, check_file, expected_digests
 from .storage.s3 import open_s3_store
 
 LIST_PAGE = 1000

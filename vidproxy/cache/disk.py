@@ -26,9 +26,9 @@ from pathlib import Path
 from ulid import ULID
 
 from ..files import sync_dir, write_atomically
-from ..integrity import Digest, content_record, size_problem
 from ..keys import key_digest
 from ..storage.base import ObjectInfo
+from ..storage.integrity import Digest, content_record, size_problem
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ..conditions import ByteRange
 from ..errors import ObjectDamaged
-from ..integrity import Digest, Digester
 from ..storage.base import ObjectInfo, ObjectReader, close_stream
+from ..storage.integrity import Digest, Digester
 from ..units import MiB
 
 log = logging.getLogger(__name__)

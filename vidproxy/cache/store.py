@@ -31,7 +31,6 @@ from typing import Any
 from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
-from ..integrity import Digest, check_file, content_record, expected_digests
 from ..storage.base import (
     ObjectInfo,
     ObjectPage,
@@ -41,6 +40,7 @@ from ..storage.base import (
     StoreStats,
     UploadSource,
 )
+from ..storage.integrity import Digest, check_file, content_record, expected_digests
 from .budget import DiskBudget
 from .disk import CacheDir, StoredEntry, touch
 from .fill import Fill

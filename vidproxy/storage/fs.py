@@ -31,10 +31,10 @@ from ..buffers import lazy_buffer
 from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, ObjectDamaged, PreconditionFailed, UpstreamUnavailable
 from ..files import flush_and_sync, read_file, sync_dir, write_atomically
-from ..integrity import size_problem
 from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
+from .integrity import size_problem
 
 log = logging.getLogger(__name__)
 

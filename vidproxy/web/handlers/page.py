@@ -1,4 +1,4 @@
-"""GET /: the single-page web client (``vidproxy/static/index.html``).
+"""GET /: the single-page web client (``vidproxy/web/static/index.html``).
 
 The page is package data, read once at import: it is immutable, not state.
 ``no-cache`` makes browsers revalidate on every visit (RFC 9111 §5.2.2.4), and
@@ -20,7 +20,7 @@ from importlib import resources
 
 from aiohttp import web
 
-PAGE = resources.files("vidproxy").joinpath("static/index.html").read_bytes()
+PAGE = resources.files("vidproxy.web").joinpath("static/index.html").read_bytes()
 _ETAG_VALUE = hashlib.sha256(PAGE).hexdigest()[:32]
 PAGE_ETAG = f'"{_ETAG_VALUE}"'
 

@@ -12,8 +12,9 @@ import signal
 
 from aiohttp import hdrs, web
 
+from ..config import Config
+from ..logs import AccessLogger, Throttled, throttle_accept_errors
 from .appkeys import IN_FLIGHT
-from .config import Config
 from .limits import (
     DESCRIPTORS_PER_CONNECTION,
     RESERVED_DESCRIPTORS,
@@ -21,7 +22,6 @@ from .limits import (
     InFlight,
     connection_limit,
 )
-from .logs import AccessLogger, Throttled, throttle_accept_errors
 from .protocol import ConnectionRules, JsonErrorRunner
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.streams import StreamReader
 
-from .config import ServerConfig
-from .errors import RETRY_AFTER_SECONDS, RequestTimeout, VidproxyError, error_response
+from ..config import ServerConfig
+from ..errors import RETRY_AFTER_SECONDS, RequestTimeout, VidproxyError, error_response
 from .limits import MAX_DESCRIPTORS, ConnectionSlots
 
 MALFORMED = "malformed_request"

@@ -25,11 +25,11 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from .conditions import ByteRange, Plan, plan_response
-from .errors import VidproxyError
-from .integrity import size_problem
-from .media import attachment_disposition, shown_inline
-from .storage.base import ObjectInfo, ObjectReader, close_stream
+from ..conditions import ByteRange, Plan, plan_response
+from ..errors import VidproxyError
+from ..media import attachment_disposition, shown_inline
+from ..storage.base import ObjectInfo, ObjectReader, close_stream
+from ..storage.integrity import size_problem
 
 log = logging.getLogger(__name__)
 

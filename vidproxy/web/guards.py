@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from ..auth import access_for
+from ..errors import Handler, TooLarge, VidproxyError, error_response
+from ..keys import validate_key
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, UPLOADS
-from .auth import access_for
-from .errors import Handler, TooLarge, VidproxyError, error_response
-from .keys import validate_key
 
 # Routes anyone may call: probes, metrics, the page and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json"})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .errors import (
+from ..errors import (
     BadRequest,
     ChecksumMismatch,
     IncompleteBody,
@@ -17,7 +17,7 @@ from .errors import (
     RequestTimeout,
     TooLarge,
 )
-from .hashing import BackgroundHash
+from ..hashing import BackgroundHash
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .auth import Authorizer
-from .config import Config
+from ..auth import Authorizer
+from ..config import Config
+from ..storage.base import Store
 from .limits import InFlight, UploadSlots
-from .storage.base import Store
 
 if TYPE_CHECKING:
     from .metrics import Metrics  # metrics reads the other keys: import only for typing

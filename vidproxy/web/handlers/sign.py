@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ...auth import access_for
+from ...errors import BadRequest
+from ...keys import validate_key
 from ..appkeys import AUTH
-from ..auth import access_for
-from ..errors import BadRequest
-from ..keys import validate_key
 
 SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_TTL_SECONDS = 7 * 24 * 3600

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .storage.base import ObjectInfo
-from .units import MiB
+from ..units import MiB
+from .base import ObjectInfo
 
 SHA256 = "sha256"
 MD5 = "md5"

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ...errors import VidproxyError
+from ...storage.base import Store
 from ..appkeys import STORE
-from ..errors import VidproxyError
-from ..storage.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ...conditions import parse_range
+from ...errors import BadRequest
+from ...keys import new_key, validate_key
+from ...media import SNIFF_BYTES, choose_content_type, guess_from_key
 from ..appkeys import CONFIG, STORE, UPLOADS
 from ..body import MinRate, RequestBody
-from ..conditions import parse_range
-from ..errors import BadRequest
-from ..keys import new_key, validate_key
-from ..media import SNIFF_BYTES, choose_content_type, guess_from_key
 from ..responses import send_object
 
 DEFAULT_LIST_LIMIT = 100

@@ -1,6 +1,6 @@
 """GET /openapi.json: the OpenAPI 3.1 description of the HTTP contract.
 
-The document is package data (``vidproxy/openapi.json``), kept by hand beside
+The document is package data (``vidproxy/web/openapi.json``), kept by hand beside
 the routes; ``tests/test_openapi.py`` holds the two together. It is read per
 request, in a thread: it is small, rarely asked for, and no copy lives in the
 module.
@@ -17,7 +17,7 @@ DOCUMENT = "openapi.json"
 
 
 def _read_document() -> bytes:
-    return resources.files("vidproxy").joinpath(DOCUMENT).read_bytes()
+    return resources.files("vidproxy.web").joinpath(DOCUMENT).read_bytes()
 
 
 async def openapi(request: web.Request) -> web.Response:

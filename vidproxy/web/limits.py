@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from .errors import UpstreamUnavailable
-from .units import MiB
+from ..errors import UpstreamUnavailable
+from ..units import MiB
 
 
 class UploadsBusy(UpstreamUnavailable):

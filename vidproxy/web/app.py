@@ -7,18 +7,18 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 from aiohttp import web
 
+from ..auth import Authorizer
+from ..cache import open_caching_store
+from ..config import Config
+from ..errors import error_middleware
+from ..storage.base import Store
+from ..storage.fs import open_fs_store
+from ..storage.s3 import open_s3_store
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
-from .auth import Authorizer
-from .cache import open_caching_store
-from .config import Config
-from .errors import error_middleware
 from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
 from .handlers import health, openapi, page, sign, videos
 from .limits import InFlight, UploadSlots
 from .metrics import Metrics, metrics_handler, metrics_middleware
-from .storage.base import Store
-from .storage.fs import open_fs_store
-from .storage.s3 import open_s3_store
 
 # `.+` would stop at a newline and let the router answer 404; the key
 # validator must see every key, the empty one included, to answer 400 invalid_key.
