@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from conftest import RunAppServer
 
-from vidproxy.web.protocol import MALFORMED, describe
+from vidproxy.web.errors import from_aiohttp_answer
 
 SECONDS = 5.0
 
@@ -69,13 +69,20 @@ async def test_a_failure_after_the_answer_started_only_cuts_it_short(bare: Any) 
     assert b'"error"' not in received
 
 
+def answer(status: int, exc: BaseException | None) -> tuple[int, str, str]:
+    error = from_aiohttp_answer(status, exc)
+    return error.status, error.code, error.message
+
+
 def test_parser_errors_get_a_fixed_message_whatever_they_quote() -> None:
-    assert describe(400, LineTooLong(b"a" * 100, 8190)) == (
-        MALFORMED,
+    assert answer(400, LineTooLong(b"a" * 100, 8190)) == (
+        400,
+        "malformed_request",
         "request line or header line too long",
     )
-    assert describe(400, BadHttpMessage("Duplicate Content-Length")) == (
-        MALFORMED,
+    assert answer(400, BadHttpMessage("Duplicate Content-Length")) == (
+        400,
+        "malformed_request",
         "malformed HTTP request",
     )
-    assert describe(502, None) == ("http_error", "the request failed")
+    assert answer(502, None) == (502, "http_error", "the request failed")

@@ -1,35 +1,45 @@
-"""vidproxy's error tree and the one place that turns errors into JSON.
+"""vidproxy's error tree: every error a client can get is one class here.
 
-    VidproxyError                  status, code, message
-    ├── BadRequest                 400 (invalid_key, invalid_content_type, ...)
-    │   ├── InvalidKey             400 invalid_key
-    │   ├── ChecksumMismatch       400 checksum_mismatch
-    │   └── IncompleteBody         400 incomplete_body
-    ├── Unauthorized               401 unauthorized: credentials needed
-    ├── Forbidden                  403 forbidden: wrong token, bad or expired signature
-    ├── NotFound                   404 not_found
-    ├── RequestTimeout             408 request_timeout: the body stalled
-    ├── LengthRequired             411 length_required
-    ├── PreconditionFailed         412 precondition_failed
-    ├── TooLarge                   413 too_large
-    ├── RangeNotSatisfiable        416 range_not_satisfiable (carries the size)
-    ├── ObjectDamaged              500 object_damaged: stored bytes disagree with their record
-    ├── UpstreamError              502 upstream_error: the store answered with an error
-    └── UpstreamUnavailable        503 upstream_unavailable: the store cannot be reached
+    VidproxyError                   500 internal_error
+    ├── BadRequest                  400 bad_request
+    │   ├── InvalidKey              400 invalid_key
+    │   ├── InvalidContentType      400 invalid_content_type
+    │   ├── InvalidChecksum         400 invalid_checksum: X-Content-SHA256 is not 64 hex digits
+    │   ├── InvalidPrecondition     400 invalid_precondition: a write takes only If-None-Match: *
+    │   ├── InvalidQuery            400 invalid_query
+    │   ├── InvalidJson             400 invalid_json
+    │   ├── InvalidMethod           400 invalid_method
+    │   ├── InvalidTtl              400 invalid_ttl
+    │   ├── SigningDisabled         400 signing_disabled: auth.signing_key is not set
+    │   ├── ChecksumMismatch        400 checksum_mismatch
+    │   ├── IncompleteBody          400 incomplete_body
+    │   └── MalformedRequest        400 malformed_request: aiohttp's parser refused it
+    ├── Unauthorized                401 unauthorized: no credentials, or an unknown token
+    ├── Forbidden                   403 forbidden: a token without the right, a bad signature
+    ├── NotFound                    404 not_found
+    ├── MethodNotAllowed            405 method_not_allowed
+    ├── RequestTimeout              408 request_timeout: the head or the body stalled
+    ├── LengthRequired              411 length_required
+    ├── PreconditionFailed          412 precondition_failed
+    ├── TooLarge                    413 too_large
+    ├── UriTooLong                  414 uri_too_long
+    ├── RangeNotSatisfiable         416 range_not_satisfiable (carries the size)
+    ├── ExpectationFailed           417 expectation_failed
+    ├── HeadersTooLarge             431 headers_too_large
+    ├── ObjectDamaged               500 object_damaged: stored bytes disagree with their record
+    ├── UpstreamError               502 upstream_error: the store answered with an error
+    ├── UpstreamUnavailable         503 upstream_unavailable: the store cannot be reached
+    │   ├── UploadsBusy             503 too_many_uploads
+    │   └── TooManyConnections      503 too_many_connections
+    ├── GatewayTimeout              504 gateway_timeout: the request ran out of time
+    └── HttpError                   4xx http_error: any other status aiohttp answers itself
 
 Storage backends raise these (never botocore's errors); handlers let them
-propagate; ``error_middleware`` renders every one as
-``{"error": code, "message": message}``.
+propagate; ``vidproxy.web.errors`` renders every one, on every path, as
+``{"error": code, "message": message}``. This module knows no HTTP framework.
 """
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-
-log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
 
@@ -38,11 +48,9 @@ class VidproxyError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
         # Headers a caller adds on the way out, e.g. X-Cache on a 416.
         self.extra_headers: dict[str, str] = {}
 
@@ -59,12 +67,48 @@ class InvalidKey(BadRequest):
     code = "invalid_key"
 
 
+class InvalidContentType(BadRequest):
+    code = "invalid_content_type"
+
+
+class InvalidChecksum(BadRequest):
+    code = "invalid_checksum"
+
+
+class InvalidPrecondition(BadRequest):
+    code = "invalid_precondition"
+
+
+class InvalidQuery(BadRequest):
+    code = "invalid_query"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidMethod(BadRequest):
+    code = "invalid_method"
+
+
+class InvalidTtl(BadRequest):
+    code = "invalid_ttl"
+
+
+class SigningDisabled(BadRequest):
+    code = "signing_disabled"
+
+
 class ChecksumMismatch(BadRequest):
     code = "checksum_mismatch"
 
 
 class IncompleteBody(BadRequest):
     code = "incomplete_body"
+
+
+class MalformedRequest(BadRequest):
+    code = "malformed_request"
 
 
 class Unauthorized(VidproxyError):
@@ -80,14 +124,26 @@ class Forbidden(VidproxyError):
     code = "forbidden"
 
 
-class RequestTimeout(VidproxyError):
-    status = 408
-    code = "request_timeout"
-
-
 class NotFound(VidproxyError):
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(VidproxyError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: str) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allowed}
+
+
+class RequestTimeout(VidproxyError):
+    status = 408
+    code = "request_timeout"
 
 
 class LengthRequired(VidproxyError):
@@ -105,6 +161,11 @@ class TooLarge(VidproxyError):
     code = "too_large"
 
 
+class UriTooLong(VidproxyError):
+    status = 414
+    code = "uri_too_long"
+
+
 class RangeNotSatisfiable(VidproxyError):
     status = 416
     code = "range_not_satisfiable"
@@ -116,6 +177,16 @@ class RangeNotSatisfiable(VidproxyError):
     def headers(self) -> dict[str, str]:
         # RFC 9110 §15.5.17: a 416 names the current length.
         return {"Content-Range": f"bytes */{self.size}"}
+
+
+class ExpectationFailed(VidproxyError):
+    status = 417
+    code = "expectation_failed"
+
+
+class HeadersTooLarge(VidproxyError):
+    status = 431
+    code = "headers_too_large"
 
 
 class ObjectDamaged(VidproxyError):
@@ -136,50 +207,24 @@ class UpstreamUnavailable(VidproxyError):
         return {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+class UploadsBusy(UpstreamUnavailable):
+    code = "too_many_uploads"
 
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    411: "length_required",
-    413: "too_large",
-    414: "uri_too_long",
-    431: "headers_too_large",
-}
-# aiohttp answers these itself; only their body changes to JSON.
-_PASSTHROUGH_HEADERS = ("Allow",)
+class TooManyConnections(UpstreamUnavailable):
+    code = "too_many_connections"
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
-    code = _HTTP_CODES.get(exc.status, "http_error")
-    headers = {h: exc.headers[h] for h in _PASSTHROUGH_HEADERS if h in exc.headers}
-    return error_response(exc.status, code, exc.reason, headers)
+class GatewayTimeout(VidproxyError):
+    status = 504
+    code = "gateway_timeout"
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+class HttpError(VidproxyError):
+    """A status aiohttp answers by itself that has no class of its own."""
 
+    code = "http_error"
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except VidproxyError as exc:
-        if exc.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, exc.message)
-        headers = {**exc.headers(), **exc.extra_headers}
-        return error_response(exc.status, exc.code, exc.message, headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except (ConnectionError, TimeoutError):
-        # The client went away or stalled; nobody is left to answer.
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

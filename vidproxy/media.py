@@ -7,7 +7,7 @@ import mimetypes
 import re
 from urllib.parse import quote
 
-from .errors import BadRequest
+from .errors import InvalidContentType
 
 FALLBACK_TYPE = "application/octet-stream"
 # Enough for every signature below, MPEG-TS's second sync byte included.
@@ -71,7 +71,7 @@ def validate_content_type(value: str) -> str:
     break the headers of a later GET."""
     value = value.strip()
     if len(value) > MAX_CONTENT_TYPE_LENGTH or not _MEDIA_TYPE_RE.fullmatch(value):
-        raise BadRequest("Content-Type is not a valid media type", code="invalid_content_type")
+        raise InvalidContentType("Content-Type is not a valid media type")
     return value
 
 

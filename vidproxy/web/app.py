@@ -10,11 +10,11 @@ from aiohttp import web
 from ..auth import Authorizer
 from ..cache import open_caching_store
 from ..config import Config
-from ..errors import error_middleware
 from ..storage.base import Store
 from ..storage.fs import open_fs_store
 from ..storage.s3 import open_s3_store
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
+from .errors import error_middleware
 from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
 from .handlers import health, openapi, page, sign, videos
 from .limits import InFlight, UploadSlots

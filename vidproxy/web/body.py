@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..errors import (
-    BadRequest,
     ChecksumMismatch,
     IncompleteBody,
+    InvalidChecksum,
     LengthRequired,
     RequestTimeout,
     TooLarge,
@@ -175,5 +175,5 @@ def _expected_sha256(request: web.Request) -> str | None:
     if value is None:
         return None
     if not _SHA256_RE.fullmatch(value.strip()):
-        raise BadRequest("X-Content-SHA256 must be 64 hex digits", code="invalid_checksum")
+        raise InvalidChecksum("X-Content-SHA256 must be 64 hex digits")
     return value.strip().lower()

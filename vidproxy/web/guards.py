@@ -13,9 +13,10 @@ from __future__ import annotations
 from aiohttp import HttpVersion11, hdrs, web
 
 from ..auth import access_for
-from ..errors import Handler, TooLarge, VidproxyError, error_response
+from ..errors import ExpectationFailed, TooLarge, VidproxyError
 from ..keys import validate_key
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, UPLOADS
+from .errors import Handler, error_response
 
 # Routes anyone may call: probes, metrics, the page and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json"})
@@ -52,7 +53,7 @@ async def upload_expect_handler(request: web.Request) -> web.StreamResponse | No
         _check_declared_length(request)
         request.app[UPLOADS].check_free()
     except VidproxyError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
+        return error_response(exc)
     return await _send_continue(request)
 
 
@@ -61,7 +62,7 @@ async def _send_continue(request: web.Request) -> web.StreamResponse | None:
     if request.version != HttpVersion11:
         return None
     if expect.lower() != "100-continue":
-        return error_response(417, "expectation_failed", "only Expect: 100-continue is supported")
+        return error_response(ExpectationFailed("only Expect: 100-continue is supported"))
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the 100 is not part of the response
     return None

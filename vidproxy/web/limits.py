@@ -9,12 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ..errors import UpstreamUnavailable
+from ..errors import UploadsBusy
 from ..units import MiB
-
-
-class UploadsBusy(UpstreamUnavailable):
-    code = "too_many_uploads"
 
 
 class UploadSlots:

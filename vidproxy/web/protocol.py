@@ -5,7 +5,7 @@ aiohttp's parser refuses some requests before any route or middleware runs
 (request-smuggling shapes, a line over the limit, too many headers, garbage), and
 ``RequestHandler.handle_error`` answers them, as it answers a handler that timed
 out or crashed past ``error_middleware``, in plain text. ``JsonErrorRunner`` is an
-``AppRunner`` whose connections give those answers ``error_response``'s JSON body,
+``AppRunner`` whose connections give those answers vidproxy's JSON (``web.errors``),
 keeping aiohttp's status, logging and ``Connection: close``.
 
 aiohttp has no deadline for a request head (its keep-alive timer does not run
@@ -26,59 +26,15 @@ head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
 from __future__ import annotations
 
 import asyncio
-import json
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import (
-    BadHttpMethod,
-    BadStatusLine,
-    HttpProcessingError,
-    InvalidHeader,
-    LineTooLong,
-)
 from aiohttp.streams import StreamReader
 
 from ..config import ServerConfig
-from ..errors import RETRY_AFTER_SECONDS, RequestTimeout, VidproxyError, error_response
+from ..errors import RequestTimeout, TooManyConnections
+from .errors import error_response, from_aiohttp_answer, raw_error_answer
 from .limits import MAX_DESCRIPTORS, ConnectionSlots
-
-MALFORMED = "malformed_request"
-TOO_MANY_CONNECTIONS = "too_many_connections"
-# A fixed text per kind: aiohttp's own message quotes the offending bytes.
-_PARSER_MESSAGES: tuple[tuple[type[HttpProcessingError], str], ...] = (
-    (LineTooLong, "request line or header line too long"),
-    (BadHttpMethod, "invalid HTTP method"),  # before BadStatusLine, its base
-    (BadStatusLine, "malformed request line"),
-    (InvalidHeader, "invalid header"),
-)
-_HANDLER_ERRORS = {
-    500: (VidproxyError.code, "internal server error"),
-    504: ("gateway_timeout", "the request timed out"),
-}
-
-
-def describe(status: int, exc: BaseException | None) -> tuple[str, str]:
-    """The ``error`` code and message for what aiohttp answers with ``status``."""
-    if isinstance(exc, HttpProcessingError):
-        kind = next((text for cls, text in _PARSER_MESSAGES if isinstance(exc, cls)), None)
-        return MALFORMED, kind or "malformed HTTP request"
-    return _HANDLER_ERRORS.get(status, ("http_error", "the request failed"))
-
-
-def raw_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """A whole JSON error answer as bytes, for a connection with no request to
-    answer through aiohttp (a head that never came, a connection over the bound)."""
-    body = json.dumps({"error": code, "message": message}).encode()
-    lines = [
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-        "Content-Type: application/json; charset=utf-8",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *(f"{name}: {value}" for name, value in (headers or {}).items()),
-    ]
-    return "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + body
 
 
 class ConnectionRules:
@@ -88,16 +44,11 @@ class ConnectionRules:
     def __init__(self, header_timeout: float, slots: ConnectionSlots) -> None:
         self.header_timeout = header_timeout
         self.slots = slots
-        self.head_timed_out = raw_error(
-            RequestTimeout.status,
-            RequestTimeout.code,
-            f"the request head did not arrive within {header_timeout:g} s",
+        self.head_timed_out = raw_error_answer(
+            RequestTimeout(f"the request head did not arrive within {header_timeout:g} s")
         )
-        self.refused = raw_error(
-            503,
-            TOO_MANY_CONNECTIONS,
-            "every connection is busy with a request; retry shortly",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        self.refused = raw_error_answer(
+            TooManyConnections("every connection is busy with a request; retry shortly")
         )
 
 
@@ -126,8 +77,7 @@ class JsonErrorHandler(web.RequestHandler):
         # aiohttp's answer is built and dropped for what it does on the way: the log
         # line, and the ConnectionError once a response has started going out.
         super().handle_error(request, status, exc, message)
-        code, text = describe(status, exc)
-        response = error_response(status, code, text)
+        response = error_response(from_aiohttp_answer(status, exc))
         # The parser lost its place in the stream: nothing after this can be trusted.
         # aiohttp answers as HTTP/1.0, which implies the close; the header says it anyway.
         response.force_close()

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ...auth import access_for
-from ...errors import BadRequest
+from ...errors import InvalidJson, InvalidKey, InvalidMethod, InvalidTtl, SigningDisabled
 from ...keys import validate_key
 from ..appkeys import AUTH
 
@@ -24,7 +24,7 @@ async def sign(request: web.Request) -> web.Response:
     # also needs read access, or open writes would hand out reads the tokens guard.
     authorizer.check(request, access_for(method))
     if not authorizer.signing_key:
-        raise BadRequest("auth.signing_key is not set", code="signing_disabled")
+        raise SigningDisabled("auth.signing_key is not set")
     path, expires = authorizer.signed_path(method, key, ttl)
     return web.json_response({"url": path, "expires": expires, "method": method})
 
@@ -33,20 +33,20 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except ValueError:
-        raise BadRequest("the body must be a JSON object", code="invalid_json") from None
+        raise InvalidJson("the body must be a JSON object") from None
     if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object", code="invalid_json")
+        raise InvalidJson("the body must be a JSON object")
     return data
 
 
 def _parse(data: dict[str, Any]) -> tuple[str, str, int]:
     key = data.get("key")
     if not isinstance(key, str):
-        raise BadRequest("key must be a string", code="invalid_key")
+        raise InvalidKey("key must be a string")
     method = str(data.get("method", "GET")).upper()
     if method not in SIGNABLE_METHODS:
-        raise BadRequest(f"method must be one of {sorted(SIGNABLE_METHODS)}", code="invalid_method")
+        raise InvalidMethod(f"method must be one of {sorted(SIGNABLE_METHODS)}")
     ttl = data.get("ttl", DEFAULT_TTL_SECONDS)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL_SECONDS:
-        raise BadRequest(f"ttl must be 1 to {MAX_TTL_SECONDS} seconds", code="invalid_ttl")
+        raise InvalidTtl(f"ttl must be 1 to {MAX_TTL_SECONDS} seconds")
     return validate_key(key), method, ttl

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ...conditions import parse_range
-from ...errors import BadRequest
+from ...errors import InvalidPrecondition, InvalidQuery
 from ...keys import new_key, validate_key
 from ...media import SNIFF_BYTES, choose_content_type, guess_from_key
 from ..appkeys import CONFIG, STORE, UPLOADS
@@ -60,7 +60,7 @@ def _create_only(request: web.Request) -> bool:
     if value is None:
         return False
     if value.strip() != "*":
-        raise BadRequest("a write accepts only If-None-Match: *", code="invalid_precondition")
+        raise InvalidPrecondition("a write accepts only If-None-Match: *")
     return True
 
 
@@ -96,5 +96,5 @@ def _parse_limit(value: str | None) -> int:
         return DEFAULT_LIST_LIMIT
     # A bounded run of ASCII digits before int(): it refuses 4,300 digits and more.
     if not _LIMIT_RE.fullmatch(value) or not 1 <= int(value) <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be 1 to {MAX_LIST_LIMIT}", code="invalid_query")
+        raise InvalidQuery(f"limit must be 1 to {MAX_LIST_LIMIT}")
     return int(value)
