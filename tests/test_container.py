@@ -228,11 +228,14 @@ def image_process(built_image: BuiltImage, tmp_path: Path) -> Iterator[Running]:
 
 
 def test_the_image_venv_holds_no_test_dependencies(built_image: BuiltImage) -> None:
+    # PIP_QUIET in the caller's environment would empty the listing.
+    env = {name: value for name, value in os.environ.items() if name != "PIP_QUIET"}
     listed = subprocess.run(
         [str(built_image.venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
         capture_output=True,
         check=True,
         timeout=60,
+        env=env,
     )
     installed = {_name(p["name"]) for p in json.loads(listed.stdout)}
     assert installed & extras_for_tests() == set()

@@ -24,7 +24,9 @@ QUICK_START = "Quick start"
 # that makes it and tests.
 START = (QUICK_START, "python3 -m venv", "vidproxy serve")
 TEST = (QUICK_START, "python3 -m venv", "-m pytest")
-# What CI's last step adds to the README's test command: keep pytest's status.
+# What CI adds around the README's commands: variables for one command (quiet
+# pip), and after the test command, keeping pytest's status.
+CI_ENV_PREFIX = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 CI_STATUS_SUFFIX = re.compile(r"\s*\|\|\s*status=\$\?$")
 PIP_INSTALL = re.compile(r"(\S*/)?pip3? install ")
 
@@ -53,7 +55,8 @@ def extras_of(target: str) -> set[str]:
 
 
 def ci_lines() -> list[str]:
-    return [CI_STATUS_SUFFIX.sub("", line.strip()) for line in CI_RUN.read_text().splitlines()]
+    lines = (line.strip() for line in CI_RUN.read_text().splitlines())
+    return [CI_ENV_PREFIX.sub("", CI_STATUS_SUFFIX.sub("", line)) for line in lines]
 
 
 def test_the_quick_start_installs_the_runtime_only_and_serves() -> None:
