@@ -4,6 +4,7 @@ run for real from a venv built the way the Dockerfile builds it."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 from conftest import free_port
 from dockerfile import Stage, dockerignore, stages
 
+from vidproxy.__main__ import build_parser
 from vidproxy.config import ENV_PREFIX, Config, ServerConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,15 +228,44 @@ def image_process(built_image: BuiltImage, tmp_path: Path) -> Iterator[Running]:
 
 
 def test_the_image_venv_holds_no_test_dependencies(built_image: BuiltImage) -> None:
+    # PIP_QUIET in the caller's environment would empty the listing.
+    env = {name: value for name, value in os.environ.items() if name != "PIP_QUIET"}
     listed = subprocess.run(
         [str(built_image.venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
         capture_output=True,
         check=True,
         timeout=60,
+        env=env,
     )
     installed = {_name(p["name"]) for p in json.loads(listed.stdout)}
     assert installed & extras_for_tests() == set()
     assert "vidproxy" in installed
+
+
+def test_the_runtime_install_imports_every_module_and_runs_every_command(
+    built_image: BuiltImage, tmp_path: Path
+) -> None:
+    # Outside the checkout, so that only the installed package can be imported:
+    # a module importing something only the extras bring fails here.
+    python = str(built_image.venv / "bin" / "python")
+    walk = (
+        "import importlib, pkgutil, vidproxy\n"
+        "for m in pkgutil.walk_packages(vidproxy.__path__, 'vidproxy.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(vidproxy.__file__)"
+    )
+    env = {"PATH": os.environ["PATH"]}
+    imported = subprocess.run(
+        [python, "-I", "-c", walk], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
+    assert imported.returncode == 0, imported.stderr.decode()
+    assert imported.stdout.decode().startswith(str(built_image.venv))
+    vidproxy = str(built_image.venv / "bin" / "vidproxy")
+    for command in [[], *([name] for name in cli_commands())]:
+        shown = subprocess.run(
+            [vidproxy, *command, "--help"], cwd=tmp_path, env=env, capture_output=True, timeout=60
+        )
+        assert shown.returncode == 0 and b"usage:" in shown.stdout, (command, shown.stderr)
 
 
 def test_the_healthcheck_command_passes(image_process: Running) -> None:
@@ -272,6 +303,13 @@ def image_command() -> list[str]:
     cmd = IMAGE.effective("CMD").exec_form()
     assert entrypoint is not None and cmd is not None, "the exec (JSON) form is expected"
     return entrypoint + cmd
+
+
+def cli_commands() -> list[str]:
+    parser = build_parser()
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(found) == 1
+    return sorted(found[0].choices)
 
 
 def image_venv_path() -> str:
@@ -331,9 +369,11 @@ def config_env_names() -> set[str]:
 
 
 def extras_for_tests() -> set[str]:
+    """What any extra (test, bench, dev) names, other than the project itself."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    requirements = project["optional-dependencies"]["test"]
-    return {_name(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]) for r in requirements}
+    requirements = [r for extra in project["optional-dependencies"].values() for r in extra]
+    names = {_name(re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]) for r in requirements}
+    return names - {_name(project["name"])}
 
 
 def _name(requirement: str) -> str:
