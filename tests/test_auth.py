@@ -32,7 +32,7 @@ from vidproxy import auth as auth_module
 from vidproxy.__main__ import main as cli_main
 from vidproxy.__main__ import warn_if_exposed
 from vidproxy.config import Config, ConfigError, load_config
-from vidproxy.logs import access_fields
+from vidproxy.web.logs import access_fields
 
 Client = TestClient[Any, Any]
 Pending = Callable[[], Awaitable[list[str]]]

@@ -6,15 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vidproxy.storage.parts import (
-    MAX_OBJECT_SIZE,
-    MAX_PART_SIZE,
-    MAX_PARTS,
-    MIN_PART_SIZE,
-    PARTS_PER_STEP,
-    PartPlan,
-    fixed_part_size,
-)
+from vidproxy.s3limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
+from vidproxy.storage.parts import PARTS_PER_STEP, PartPlan, fixed_part_size
 from vidproxy.units import GiB, MiB, TiB
 
 ALL_PARTS = range(1, MAX_PARTS + 1)

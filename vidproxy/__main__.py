@@ -20,7 +20,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .auth import Authorizer
+from .auth import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS, Authorizer
+from .buffers import pin_malloc_mmap_threshold
 from .client import CLIENT_COMMANDS, CLIENT_ENV_VARS, add_client_commands, run_client
 from .client.api import parse_base_url
 from .client.commands import parse_args
@@ -34,8 +35,7 @@ from .verify import add_verify_command, run_verify
 from .web import server
 from .web.app import create_app
 from .web.handlers.health import check_once_at_start
-from .web.handlers.sign import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS
-from .web.limits import pin_malloc_mmap_threshold
+from .web.logs import MalformedRequestFilter
 
 DEFAULT_CONFIG = Path("config.toml")
 # A GET grant covers HEAD (the server checks a HEAD against GET), so HEAD is not offered.
@@ -112,7 +112,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def serve(config: Config, warnings: list[str]) -> None:
-    configure_logging(config.server)
+    configure_logging(config.server, [MalformedRequestFilter()])
     auth = config.auth
     keep_credentials_out([*auth.write_tokens, *auth.read_tokens, auth.signing_key], os.environ)
     pin_malloc_mmap_threshold()

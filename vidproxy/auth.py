@@ -19,16 +19,20 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 from urllib.parse import quote, urlencode
-
-from aiohttp import web
 
 from .config import AuthConfig
 from .errors import Forbidden, Unauthorized
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# What POST /sign and `vidproxy sign` hand out.
+SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+MAX_TTL_SECONDS = 7 * 24 * 3600
+DEFAULT_TTL_SECONDS = 3600
 # The one keyed POST is POST /upload/{key}, which stores like PUT /videos/{key}.
 _SIGNED_AS = {"HEAD": "GET", "POST": "PUT"}
 # What a signed URL can hold, checked before any arithmetic or comparison: ASCII
@@ -37,6 +41,17 @@ _SIGNED_AS = {"HEAD": "GET", "POST": "PUT"}
 # Twelve digits of UNIX seconds reach the year 33658.
 _EXPIRES_RE = re.compile(r"[0-9]{1,12}")
 _SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")  # hex HMAC-SHA256, as hexdigest() writes it
+
+
+class Credentials(Protocol):
+    """What a request shows to prove access (aiohttp's request is one)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def query(self) -> Mapping[str, str]: ...
 
 
 class Access(Enum):
@@ -54,7 +69,7 @@ class Authorizer:
     def from_config(cls, cfg: AuthConfig) -> Authorizer:
         return cls(cfg.write_tokens, cfg.read_tokens, _utf8(cfg.signing_key))
 
-    def check(self, request: web.BaseRequest, access: Access, key: str | None = None) -> None:
+    def check(self, request: Credentials, access: Access, key: str | None = None) -> None:
         """Raise ``Unauthorized`` or ``Forbidden`` unless ``request`` may do ``access``."""
         allowed = self._tokens_for(access)
         if not allowed:
@@ -77,7 +92,7 @@ class Authorizer:
             return ()
         return self.read_tokens + self.write_tokens
 
-    def _check_signature(self, request: web.BaseRequest, key: str) -> None:
+    def _check_signature(self, request: Credentials, key: str) -> None:
         expires = request.query.get("expires", "")
         sig = request.query.get("sig", "")
         well_formed = _EXPIRES_RE.fullmatch(expires) and _SIGNATURE_RE.fullmatch(sig)
@@ -104,7 +119,7 @@ class Authorizer:
         return f"/videos/{quote(key, safe='/')}?{query}", expires
 
 
-def _bearer_token(request: web.BaseRequest) -> str | None:
+def _bearer_token(request: Credentials) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .storage.parts import MAX_PART_SIZE, MIN_PART_SIZE
+from .s3limits import MAX_PART_SIZE, MIN_PART_SIZE
 from .units import GiB, KiB, MiB, TiB
 
 ENV_PREFIX = "VIDPROXY_"

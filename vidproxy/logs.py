@@ -1,30 +1,19 @@
-"""Logging: the root format (text or JSON lines) and the access log.
-
-One access line per request: client, method, path, status, body bytes,
-duration and cache result. Query strings are dropped from the logged path
-except for harmless keys, so a signed URL's signature never reaches a log.
-"""
+"""Logging: the root format (text or JSON lines), throttled warnings, and the
+filter that keeps credentials out of every record. What aiohttp's server
+logs (the access line, parser refusals) is ``vidproxy.web.logs``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
-
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ServerConfig
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Query parameters safe to log; everything else (sig, tokens) is redacted.
-_LOGGED_QUERY_KEYS = frozenset({"prefix", "after", "limit", "expires"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,36 +31,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(server: ServerConfig) -> None:
+def configure_logging(server: ServerConfig, filters: Iterable[logging.Filter] = ()) -> None:
     handler = logging.StreamHandler()
     formatter = JsonFormatter() if server.log_format == "json" else logging.Formatter(_TEXT_FORMAT)
     handler.setFormatter(formatter)
-    handler.addFilter(MalformedRequestFilter())
+    for record_filter in filters:
+        handler.addFilter(record_filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(server.log_level.upper())
 
 
-class MalformedRequestFilter(logging.Filter):
-    """aiohttp logs a request its parser refused (smuggling shapes, bad header bytes)
-    as an error whose traceback quotes the offending line, bearer token or signed
-    query included: keep only the kind of error, one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
-            record.msg = "refused a malformed request from %s (%s %s)"
-            record.args = (remote, exc.code, type(exc).__name__)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-# asyncio's text for a failed accept(2) (EMFILE, ENFILE, ENOBUFS, ENOMEM). It retries
-# after a second, but in Python 3.11 tries the rest of its accept batch first, each
-# attempt reporting again with a traceback: tens of thousands of lines a minute.
-ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+# A repeated warning (accept(2) out of descriptors, say) at most this often.
 THROTTLE_SECONDS = 60.0
 
 
@@ -107,71 +78,6 @@ class Throttled:
         self._last_logged, self._unlogged = now, 0
 
 
-def throttle_accept_errors(
-    loop: asyncio.AbstractEventLoop, throttled: Throttled, on_exhausted: Callable[[], object]
-) -> None:
-    """Route asyncio's accept-exhaustion reports through ``throttled`` and call
-    ``on_exhausted`` for each (to free a descriptor); everything else goes on as before."""
-    previous = loop.get_exception_handler()
-
-    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if context.get("message") == ACCEPT_EXHAUSTED:
-            exc = context.get("exception")
-            throttled.hit(getattr(exc, "strerror", None) or repr(exc))
-            on_exhausted()
-        elif previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handle)
-
-
-class AccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        fields = access_fields(request, response, time)
-        message = (
-            f'{fields["remote"]} "{fields["method"]} {fields["path"]} '
-            f'HTTP/{fields["http_version"]}" {fields["status"]} {fields["bytes"]} '
-            f"{fields['duration']:.6f} {fields['cache'] or '-'}"
-        )
-        self.logger.info(message, extra={"fields": fields})
-
-
-def access_fields(
-    request: web.BaseRequest, response: web.StreamResponse, time: float
-) -> dict[str, Any]:
-    return {
-        "remote": request.remote,
-        "method": request.method,
-        "path": _loggable_path(request),
-        "http_version": f"{request.version.major}.{request.version.minor}",
-        "status": response.status,
-        # sendfile bypasses the writer's byte count; the declared length is exact.
-        "bytes": response.content_length or 0,
-        "duration": time,
-        "cache": response.headers.get("X-Cache"),
-    }
-
-
-def _loggable_path(request: web.BaseRequest) -> str:
-    path, _, query = request.raw_path.partition("?")
-    if not query:
-        return path
-    # Values stay percent-encoded as sent: a decoded %0A would start a forged log line.
-    parts = []
-    for pair in filter(None, query.split("&")):
-        name, _, value = pair.partition("=")
-        logged = value if unquote_plus(name) in _LOGGED_QUERY_KEYS else "REDACTED"
-        parts.append(f"{name}={logged}")
-    return path + "?" + "&".join(parts)
-
-
-# ---- credentials never reach a log --------------------------------------------
-
-# botocore's and aiobotocore's debug records show every S3 request as signed:
-# the Authorization header (access key id and signature), the canonical request
-# and string to sign, a session token. They stay at INFO whatever the level.
 SIGNING_LOGGERS = ("botocore", "aiobotocore")
 AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 REDACTED = "REDACTED"

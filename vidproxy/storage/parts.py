@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..units import GiB, MiB, TiB
+from ..s3limits import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS
+from ..units import MiB
 
-MIN_PART_SIZE = 5 * MiB
-MAX_PART_SIZE = 5 * GiB
-MAX_PARTS = 10_000
-MAX_OBJECT_SIZE = 5 * TiB
 # With an unknown length, part sizes double after every this many parts:
 # 8 MiB parts then reach the 5 TiB object limit before part 10,000.
 PARTS_PER_STEP = 1_000

@@ -39,10 +39,11 @@ from ..errors import (
 )
 from ..hashing import BackgroundHash
 from ..media import safe_content_type
+from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .multipart import MultipartUpload, PartBuffers
-from .parts import MAX_PARTS, PartPlan
+from .parts import PartPlan
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)

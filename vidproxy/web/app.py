@@ -15,10 +15,11 @@ from ..storage.fs import open_fs_store
 from ..storage.s3 import open_s3_store
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
 from .errors import error_middleware
-from .guards import auth_middleware, in_flight_middleware, upload_expect_handler
-from .handlers import health, openapi, page, sign, videos
+from .guards import upload_expect_handler
+from .handlers import health, metrics, openapi, page, sign, videos
 from .limits import InFlight, UploadSlots
-from .metrics import Metrics, metrics_handler, metrics_middleware
+from .metrics import Metrics
+from .middlewares import auth_middleware, in_flight_middleware, metrics_middleware
 
 # `.+` would stop at a newline and let the router answer 404; the key
 # validator must see every key, the empty one included, to answer 400 invalid_key.
@@ -31,9 +32,9 @@ def create_app(config: Config) -> web.Application:
         middlewares=[metrics_middleware, error_middleware, in_flight_middleware, auth_middleware]
     )
     app[CONFIG] = config
-    app[METRICS] = Metrics(app)
     app[AUTH] = Authorizer.from_config(config.auth)
-    app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
+    uploads = app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
+    app[METRICS] = Metrics(lambda: uploads.in_use)
     app[IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_store_context)
     _add_routes(app)
@@ -50,10 +51,14 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         store: Store = await stack.enter_async_context(_open_store(config))
+        cache_figures = None
         if config.backend == "s3" and config.cache.enabled:
             origin = f"{config.s3.endpoint_url or 'aws'} {config.s3.bucket}"
-            cached = open_caching_store(store, config.cache, origin)
-            store = await stack.enter_async_context(cached)
+            cached = await stack.enter_async_context(
+                open_caching_store(store, config.cache, origin)
+            )
+            store, cache_figures = cached, cached.figures
+        app[METRICS].watch_store(store.stats, cache_figures)
         app[STORE] = store
         yield
 
@@ -64,7 +69,7 @@ def _add_routes(app: web.Application) -> None:
     router.add_get("/", page.index)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
-    router.add_get("/metrics", metrics_handler)
+    router.add_get("/metrics", metrics.metrics)
     router.add_get("/openapi.json", openapi.openapi)
     router.add_get("/videos", videos.list_videos)
     router.add_post("/videos", videos.create_video, **upload)

@@ -1,5 +1,4 @@
-"""What runs before a handler: in-flight counting, access control, and the
-early answer to ``Expect: 100-continue``.
+"""Access control for every request, and the early answer to ``Expect: 100-continue``.
 
 aiohttp sends ``100 Continue`` from the route's expect handler, before any
 middleware runs, so the upload routes get ``upload_expect_handler``: it
@@ -15,27 +14,11 @@ from aiohttp import HttpVersion11, hdrs, web
 from ..auth import access_for
 from ..errors import ExpectationFailed, TooLarge, VidproxyError
 from ..keys import validate_key
-from .appkeys import AUTH, CONFIG, IN_FLIGHT, UPLOADS
-from .errors import Handler, error_response
+from .appkeys import AUTH, CONFIG, UPLOADS
+from .errors import error_response
 
 # Routes anyone may call: probes, metrics, the page and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json"})
-
-
-@web.middleware
-async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    in_flight = request.app[IN_FLIGHT]
-    in_flight.enter()
-    try:
-        return await handler(request)
-    finally:
-        in_flight.leave()
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    authorize(request)
-    return await handler(request)
 
 
 def authorize(request: web.Request) -> None:

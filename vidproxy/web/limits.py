@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from ..errors import UploadsBusy
-from ..units import MiB
 
 
 class UploadSlots:
@@ -140,22 +137,3 @@ class InFlight:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
-
-
-# glibc raises its mmap threshold to the largest block freed so far, so after
-# the first multipart part every part buffer comes from the heap, which
-# fragments and does not shrink: pinning the threshold keeps part-sized
-# buffers in mmap, returned to the system as soon as they are freed. It stays
-# above asyncio's 256 KiB socket reads: each of those mmapped and unmapped
-# again cost an upload ~0.6 s of CPU per GiB.
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 * MiB
-
-
-def pin_malloc_mmap_threshold() -> bool:
-    """Best effort; False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
-        return False

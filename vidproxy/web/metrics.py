@@ -1,30 +1,28 @@
 """Prometheus metrics, on a registry of the app's own (no global state).
 
-Request metrics are recorded by ``metrics_middleware``; the stores keep plain
-counters (``StoreStats``, the cache's own figures) that ``_StoreCollector``
-reads at scrape time, so storage code does not depend on prometheus.
+Request metrics are recorded by ``middlewares.metrics_middleware``; the stores
+keep plain counters (``StoreStats``, the cache's own figures) that
+``_StoreCollector`` reads at scrape time, so storage code does not depend on
+prometheus. The app factory says what to watch once the store is open.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..cache import CachingStore
-from .appkeys import METRICS, STORE, UPLOADS
-from .errors import Handler
+from ..cache import CacheFigures
+from ..storage.base import StoreStats
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class Metrics:
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, uploads_in_flight: Callable[[], int]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         labels = ("route", "method", "status")
         self.requests = Counter(
@@ -52,8 +50,15 @@ class Metrics:
         uploads = Gauge(
             "vidproxy_uploads_in_flight", "Uploads being received", registry=self.registry
         )
-        uploads.set_function(lambda: app[UPLOADS].in_use)
-        self.registry.register(_StoreCollector(app))
+        uploads.set_function(uploads_in_flight)
+        self._store = _StoreCollector()
+        self.registry.register(self._store)
+
+    def watch_store(
+        self, stats: StoreStats, cache_figures: Callable[[], CacheFigures] | None
+    ) -> None:
+        """Report the open store's counters (and its cache's, if it has one)."""
+        self._store.stats, self._store.cache_figures = stats, cache_figures
 
     def observe(self, request: web.Request, response: web.StreamResponse, took: float) -> None:
         route = _route_label(request)
@@ -77,14 +82,14 @@ def _route_label(request: web.Request) -> str:
 
 
 class _StoreCollector(Collector):
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self) -> None:
+        self.stats: StoreStats | None = None  # until the store is open
+        self.cache_figures: Callable[[], CacheFigures] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        store = self._app.get(STORE)
-        if store is None:
+        stats = self.stats
+        if stats is None:
             return
-        stats = store.stats
         requests = CounterMetricFamily(
             "vidproxy_s3_requests", "Requests to S3 by operation", labels=["operation"]
         )
@@ -100,12 +105,11 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily(
             "vidproxy_multipart_parts", "Multipart parts uploaded", value=stats.parts_sent
         )
-        if isinstance(store, CachingStore):
-            yield from _cache_metrics(store)
+        if self.cache_figures is not None:
+            yield from _cache_metrics(self.cache_figures())
 
 
-def _cache_metrics(store: CachingStore) -> Iterator[Metric]:
-    figures = store.figures()
+def _cache_metrics(figures: CacheFigures) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "vidproxy_cache_evictions", "Entries evicted or expired", value=figures.evictions
     )
@@ -114,16 +118,3 @@ def _cache_metrics(store: CachingStore) -> Iterator[Metric]:
     )
     yield GaugeMetricFamily("vidproxy_cache_entries", "Complete cache entries", figures.entries)
     yield GaugeMetricFamily("vidproxy_cache_fills_in_flight", "Fills running", figures.fills)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    response = await handler(request)
-    request.app[METRICS].observe(request, response, time.perf_counter() - started)
-    return response
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

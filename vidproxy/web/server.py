@@ -13,7 +13,7 @@ import signal
 from aiohttp import hdrs, web
 
 from ..config import Config
-from ..logs import AccessLogger, Throttled, throttle_accept_errors
+from ..logs import Throttled
 from .appkeys import IN_FLIGHT
 from .limits import (
     DESCRIPTORS_PER_CONNECTION,
@@ -22,6 +22,7 @@ from .limits import (
     InFlight,
     connection_limit,
 )
+from .logs import AccessLogger, throttle_accept_errors
 from .protocol import ConnectionRules, JsonErrorRunner
 
 log = logging.getLogger(__name__)

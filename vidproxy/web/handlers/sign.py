@@ -6,14 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ...auth import access_for
+from ...auth import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, SIGNABLE_METHODS, access_for
 from ...errors import InvalidJson, InvalidKey, InvalidMethod, InvalidTtl, SigningDisabled
 from ...keys import validate_key
 from ..appkeys import AUTH
-
-SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-MAX_TTL_SECONDS = 7 * 24 * 3600
-DEFAULT_TTL_SECONDS = 3600
 
 
 async def sign(request: web.Request) -> web.Response:
