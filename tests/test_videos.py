@@ -647,3 +647,20 @@ async def test_deleted_while_read_is_404_or_whole(client: Client) -> None:
 
     await asyncio.gather(read_many(), put_and_delete_many())
     assert set(answers) <= {(200, True), (404, False)}
+
+
+async def test_listing_never_shows_the_reserved_prefix(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any], s3: Any, bucket: str
+) -> None:
+    client = await start_vidproxy(make_config("s3"))
+    for name in ("a", "b", "c"):
+        s3.put_object(Bucket=bucket, Key=f".vidproxy/{name}", Body=b"record")
+    await put(client, "zz.mp4", payload(10))
+    listed = await client.get("/videos", params={"limit": "2"})
+    page = await listed.json()
+    assert [item["key"] for item in page["items"]] == []
+    rest = await client.get("/videos", params={"after": page["next_after"]})
+    assert [item["key"] for item in (await rest.json())["items"]] == ["zz.mp4"]
+    hidden = await client.get("/videos", params={"prefix": ".vidproxy/"})
+    assert (await hidden.json())["items"] == []
+    await assert_error(await client.get("/videos/.vidproxy/a"), 400, "invalid_key")

@@ -9,6 +9,9 @@ from ulid import ULID
 from .errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
+# vidproxy's own records (upload state, digests, markers) live in the bucket
+# under this prefix: listing never shows it and no user key can name it.
+RESERVED_PREFIX = ".vidproxy/"
 _FORBIDDEN_SEGMENTS = {"", ".", ".."}
 
 
@@ -25,7 +28,14 @@ def validate_key(key: str) -> str:
         raise InvalidKey("a key must not contain a backslash")
     if any(segment in _FORBIDDEN_SEGMENTS for segment in key.split("/")):
         raise InvalidKey("a key must not start with '/' or have empty, '.' or '..' segments")
+    if is_reserved(key):
+        raise InvalidKey(f"keys under {RESERVED_PREFIX!r} are vidproxy's own records")
     return key
+
+
+def is_reserved(key: str) -> bool:
+    """True for keys under vidproxy's own prefix in the bucket."""
+    return key.startswith(RESERVED_PREFIX)
 
 
 def new_key() -> str:

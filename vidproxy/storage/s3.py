@@ -38,6 +38,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..hashing import BackgroundHash
+from ..keys import is_reserved
 from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
@@ -384,7 +385,8 @@ class S3Store:
             params["StartAfter"] = after
         async with s3_errors("ListObjectsV2"):
             response = await self._client.list_objects_v2(**params)
-        keys = [item["Key"] for item in response.get("Contents", [])]
+        listed = [item["Key"] for item in response.get("Contents", [])]
+        keys = [key for key in listed if not is_reserved(key)]
         # ListObjectsV2 has no content types: look them up, a few at a time.
         limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
 
@@ -397,8 +399,8 @@ class S3Store:
 
         infos = await asyncio.gather(*(head_or_none(k) for k in keys))
         items = [info for info in infos if info is not None]
-        truncated = bool(response.get("IsTruncated")) and bool(keys)
-        return ObjectPage(items, keys[-1] if truncated else None)
+        truncated = bool(response.get("IsTruncated")) and bool(listed)
+        return ObjectPage(items, listed[-1] if truncated else None)
 
 
 class S3Reader:
