@@ -38,7 +38,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..hashing import BackgroundHash
-from ..keys import is_reserved
+from ..keys import RESERVED_PREFIX, is_reserved
 from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
@@ -55,6 +55,9 @@ READ_CHUNK = 256 * KiB
 LIST_HEAD_CONCURRENCY = 16
 DEFAULT_REGION = "us-east-1"
 SHA256_METADATA = "sha256"
+# Sorts after every key vidproxy writes under RESERVED_PREFIX (hex digests,
+# ULIDs): no character sorts after U+10FFFF, in code points or in UTF-8 bytes.
+PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
@@ -416,12 +419,15 @@ class S3Store:
         await self._digests.delete(key)
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
-        params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
-        if after:
-            params["StartAfter"] = after
-        async with s3_errors("ListObjectsV2"):
-            response = await self._client.list_objects_v2(**params)
-        listed = [item["Key"] for item in response.get("Contents", [])]
+        if is_reserved(prefix):
+            return ObjectPage([], None)
+        listed, truncated = await self._list_keys(prefix, after, limit)
+        if truncated and is_reserved(listed[-1]):
+            # The page ran into vidproxy's own records (one per multipart object,
+            # sorted before most keys): list on from past them, not a page of nothing.
+            more = limit - sum(not is_reserved(key) for key in listed)
+            rest, truncated = await self._list_keys(prefix, PAST_RESERVED, more)
+            listed += rest
         keys = [key for key in listed if not is_reserved(key)]
         # ListObjectsV2 has no content types: look them up, a few at a time.
         limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
@@ -435,8 +441,19 @@ class S3Store:
 
         infos = await asyncio.gather(*(head_or_none(k) for k in keys))
         items = [info for info in infos if info is not None]
-        truncated = bool(response.get("IsTruncated")) and bool(listed)
         return ObjectPage(items, listed[-1] if truncated else None)
+
+    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
+        """One ListObjectsV2 page: its keys, and whether more follow."""
+        if is_reserved(after) and after < PAST_RESERVED:
+            after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
+        params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
+        if after:
+            params["StartAfter"] = after
+        async with s3_errors("ListObjectsV2"):
+            response = await self._client.list_objects_v2(**params)
+        listed = [str(item["Key"]) for item in response.get("Contents", [])]
+        return listed, bool(response.get("IsTruncated")) and bool(listed)
 
 
 class S3Reader:
