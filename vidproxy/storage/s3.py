@@ -43,7 +43,7 @@ from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
-from .digests import DigestRecord, DigestRecords, with_recorded_sha256
+from .digests import DigestRecord, DigestRecords
 from .multipart import MultipartUpload, PartBuffers
 from .parts import PartPlan
 from .sweeper import sweep_forever
@@ -173,7 +173,7 @@ class S3Store:
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
-        self._digests = DigestRecords(client, cfg.bucket, s3_errors)
+        self._digests = DigestRecords(client, cfg.bucket, s3_errors, self.spawn)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -243,16 +243,16 @@ class S3Store:
         # for first (sleep(0) lets its request go out): its small answer is then
         # in while the object's comes. The other order cost a cold first byte
         # 7-18 ms more than an object with metadata on a busy rclone, this 2-4.
-        record = self.spawn(self._digests.read(key))
+        digest = self._digests.look_up(key)
         await asyncio.sleep(0)
         if head:
-            return S3Reader(self, await _believed(await self.head(key), record))
+            return S3Reader(self, await digest.attach(await self.head(key)))
         try:
             response, fetched, info = await self._get(key, hint)
         except _Unsatisfiable:
-            return S3Reader(self, await _believed(await self.head(key), record))
+            return S3Reader(self, await digest.attach(await self.head(key)))
         try:
-            info = await _believed(info, record)
+            info = await digest.attach(info)
         except BaseException:
             response["Body"].close()
             raise
@@ -412,6 +412,8 @@ class S3Store:
                 Metadata={SHA256_METADATA: sha256},
                 **conditions,
             )
+        # Its metadata carries the digest; known here, a read needs no record GET.
+        self._digests.known.add(DigestRecord(key, response["ETag"], len(data), sha256))
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
@@ -521,16 +523,6 @@ async def _iter_body(body: Any) -> AsyncIterator[bytes]:
 
 
 _NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
-
-
-async def _believed(info: ObjectInfo, record: asyncio.Task[DigestRecord | None]) -> ObjectInfo:
-    """``info`` with the SHA-256 of its record, if the record describes this
-    version. An object that carries its digest in metadata does not wait for it."""
-    if info.sha256:
-        return info
-    # Shielded: a request cancelled here must not cut the record's GET mid-answer
-    # (its pooled connection would be lost); the store owns the task and waits for it.
-    return with_recorded_sha256(info, await asyncio.shield(record))
 
 
 def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _MultipartEtags:
