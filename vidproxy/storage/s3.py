@@ -11,7 +11,7 @@ import enum
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -432,7 +432,7 @@ class S3Store:
             # sorted before most keys): list on from past them, not a page of nothing.
             more = limit - sum(not is_reserved(key) for key in listed)
             rest, truncated = await self._list_keys(prefix, PAST_RESERVED, more)
-            listed += rest
+            listed = [*listed, *rest]
         keys = [key for key in listed if not is_reserved(key)]
         # ListObjectsV2 has no content types: look them up, a few at a time.
         limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
@@ -448,7 +448,7 @@ class S3Store:
         items = [info for info in infos if info is not None]
         return ObjectPage(items, listed[-1] if truncated else None)
 
-    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
+    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[Sequence[str], bool]:
         """One ListObjectsV2 page: its keys, and whether more follow."""
         if is_reserved(after) and after < PAST_RESERVED:
             after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
