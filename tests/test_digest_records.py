@@ -512,7 +512,8 @@ async def test_verify_checks_multipart_objects_against_their_records(
 async def test_a_listing_is_not_cut_short_by_the_records(s3_rig: Rig) -> None:
     """Records sort before most keys ("." < digits and letters): a page that runs
     into them is filled from past them."""
-    user_keys = ["-first.mp4", "01J0.mp4", "b.mp4", "c.mp4"]
+    # ".vidproxy.mp4" sorts just before the records (".vidproxy/...").
+    user_keys = ["-first.mp4", ".vidproxy.mp4", "01J0.mp4", "b.mp4", "c.mp4"]
     records = [record_key(f"r{n}") for n in range(5)]
     for name in [*user_keys, *records]:
         await s3_rig.put_behind(name, b"x")
@@ -527,3 +528,6 @@ async def test_a_listing_is_not_cut_short_by_the_records(s3_rig: Rig) -> None:
             break
         after = page["next_after"]
     assert seen == user_keys
+    # A cursor at the prefix's bare name (reserved too) does not skip what follows it.
+    response = await client.get("/videos", params={"limit": "2", "after": ".vidproxy"})
+    assert [item["key"] for item in (await response.json())["items"]] == user_keys[1:3]

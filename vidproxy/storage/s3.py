@@ -424,10 +424,10 @@ class S3Store:
         await self._digests.delete(key)
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
-        if is_reserved(prefix):
+        if _among_records(prefix):
             return ObjectPage([], None)
         listed, truncated = await self._list_keys(prefix, after, limit)
-        if truncated and is_reserved(listed[-1]):
+        if truncated and _among_records(listed[-1]):
             # The page ran into vidproxy's own records (one per multipart object,
             # sorted before most keys): list on from past them, not a page of nothing.
             more = limit - sum(not is_reserved(key) for key in listed)
@@ -450,7 +450,7 @@ class S3Store:
 
     async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[Sequence[str], bool]:
         """One ListObjectsV2 page: its keys, and whether more follow."""
-        if is_reserved(after) and after < PAST_RESERVED:
+        if _among_records(after) and after < PAST_RESERVED:
             after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
@@ -523,6 +523,12 @@ async def _iter_body(body: Any) -> AsyncIterator[bytes]:
 
 
 _NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
+
+
+def _among_records(key: str) -> bool:
+    """Under RESERVED_PREFIX: the contiguous range of keys that PAST_RESERVED ends
+    (``is_reserved`` also covers the prefix's bare name, which sorts elsewhere)."""
+    return key.startswith(RESERVED_PREFIX)
 
 
 def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _MultipartEtags:
