@@ -17,10 +17,8 @@ from ..keys import validate_key
 from .appkeys import AUTH, CONFIG, UPLOADS
 from .errors import error_response
 
-# Routes anyone may call: probes, metrics, the page and the API description.
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico"}
-)
+# Routes anyone may call: probes, metrics, the page, its icon and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico"})
 SIGN_PATH = "/sign"
 
 
