@@ -55,6 +55,7 @@ INLINE_CSP = "sandbox allow-same-origin; default-src 'none'; media-src 'self'; i
 # Headers a 304 repeats (RFC 9110 §15.4.5): the validators, and the ones that say
 # how to treat the bytes, so a browser's copy cached before they existed gets them.
 _NOT_MODIFIED_HEADERS = (
+    hdrs.CACHE_CONTROL,
     hdrs.ETAG,
     hdrs.LAST_MODIFIED,
     "X-Cache",
@@ -64,7 +65,9 @@ _NOT_MODIFIED_HEADERS = (
 )
 
 
-def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]:
+def object_headers(
+    info: ObjectInfo, cache_status: str | None, cache_control: str = ""
+) -> dict[str, str]:
     headers = {
         # The stored type goes out unchanged: players need it, and the
         # disposition and CSP below are what keep it harmless.
@@ -79,6 +82,8 @@ def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]
         headers["X-Content-SHA256"] = info.sha256
     if cache_status:
         headers["X-Cache"] = cache_status
+    if cache_control:  # server.cache_control: the operator's, for browsers and CDNs
+        headers[hdrs.CACHE_CONTROL] = cache_control
     return headers
 
 
@@ -92,9 +97,11 @@ def presentation_headers(info: ObjectInfo) -> dict[str, str]:
     }
 
 
-async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamResponse:
+async def send_object(
+    request: web.Request, reader: ObjectReader, cache_control: str = ""
+) -> web.StreamResponse:
     info = reader.info
-    headers = object_headers(info, reader.cache_status)
+    headers = object_headers(info, reader.cache_status, cache_control)
     try:
         plan = plan_response(request.method, request.headers, info.validators)
     except VidproxyError as exc:  # 412, 416: still say where the answer came from
