@@ -202,7 +202,7 @@ async def service_answers(probe: Probe, client: Client) -> None:
     await probe.send(
         client, "GET", "/", headers={"If-None-Match": page.headers["ETag"]}, expect=304
     )
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/favicon.ico"):
         await probe.send(client, "GET", path, expect=200)
     await probe.send(
         client, "POST", "/sign", json={"key": KEY}, expect=400, code="signing_disabled"

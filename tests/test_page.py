@@ -81,6 +81,7 @@ async def test_the_page_allows_only_its_own_script_and_style(site: TestClient[An
         "style-src": policy["style-src"],
         "connect-src": "'self'",
         "media-src": "'self'",
+        "img-src": "'self'",
         "base-uri": "'none'",
         "form-action": "'none'",
         "frame-ancestors": "'none'",
@@ -382,3 +383,13 @@ async def test_a_video_link_opened_in_its_own_tab_plays(
         assert blocked == []
     finally:
         await context.close()
+
+
+async def test_the_icon_is_served_to_anyone(guarded_site: TestClient[Any, Any]) -> None:
+    response = await guarded_site.get("/favicon.ico")  # no token, with tokens configured
+    assert response.status == 200
+    assert response.content_type == "image/x-icon"
+    icon = await response.read()
+    assert icon[:4] == b"\x00\x00\x01\x00"  # an ICO directory, of one image
+    assert icon == page.FAVICON
+    assert response.headers["Cache-Control"].startswith("public, max-age=")
