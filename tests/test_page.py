@@ -169,7 +169,11 @@ async def test_upload_play_seek_delete(
         row = tab.locator('tr[data-key="clip.webm"]')
         await row.wait_for(timeout=STEP_TIMEOUT_MS)
         await tab.locator('tr[data-key="intro.webm"]').wait_for(timeout=STEP_TIMEOUT_MS)
-        await tab.wait_for_selector("#progress.done", timeout=STEP_TIMEOUT_MS)
+        # One row per file, each green once stored.
+        await tab.wait_for_function(
+            "() => document.querySelectorAll('#uploads .upload.done').length === 2",
+            timeout=STEP_TIMEOUT_MS,
+        )
         stored = await site.get("/videos/clip.webm")
         assert await stored.read() == await asyncio.to_thread(webm_clip.read_bytes)
 
@@ -214,13 +218,13 @@ async def test_progress_and_cancel(
         await tab.set_input_files("#file", str(big))
         await tab.wait_for_function(
             "(pattern) => new RegExp(pattern).test("
-            "document.getElementById('progress-stats').textContent)",
+            "document.querySelector('#uploads .upload .stats').textContent)",
             arg=PROGRESS_STATS,
             timeout=STEP_TIMEOUT_MS,
         )
-        await tab.click("#cancel")
-        await tab.wait_for_selector("#progress.failed", timeout=STEP_TIMEOUT_MS)
-        assert await tab.inner_text("#progress-stats") == "Upload cancelled."
+        await tab.click("#uploads .upload .cancel")
+        await tab.wait_for_selector("#uploads .upload.failed", timeout=STEP_TIMEOUT_MS)
+        assert await tab.inner_text("#uploads .upload .stats") == "Upload cancelled."
         assert (await site.get("/videos/slow.webm")).status == 404
     finally:
         await context.close()
