@@ -29,6 +29,7 @@ from aiohttp.web_runner import AppRunner
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
 
+from vidproxy.cache import Clock
 from vidproxy.config import Config, load_config
 from vidproxy.units import MiB
 from vidproxy.web.app import create_app
@@ -196,11 +197,12 @@ class RunAppServer(TestServer):
 @pytest.fixture
 async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
-) -> Callable[[Config], Any]:
-    """Start vidproxy on a real loopback socket; returns an aiohttp TestClient."""
+) -> Callable[..., Any]:
+    """Start vidproxy on a real loopback socket; returns an aiohttp TestClient.
+    ``clock`` (a ``manual_clock.ManualClock``, say) replaces the system's for the cache."""
 
-    async def start(config: Config) -> TestClient[Any, Any]:
-        return await aiohttp_client(RunAppServer(create_app(config)))
+    async def start(config: Config, clock: Clock | None = None) -> TestClient[Any, Any]:
+        return await aiohttp_client(RunAppServer(create_app(config, clock=clock)))
 
     return start
 
