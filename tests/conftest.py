@@ -23,14 +23,16 @@ from aiohttp import web, web_app
 from aiohttp.test_utils import TestClient
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
-from rigs.app import RunAppServer, as_app
+from rigs.app import RunAppServer
 from rigs.moto import MotoProcess
 from rigs.polling import POLL_INTERVAL, POLL_TIMEOUT, apoll
 from rigs.processes import free_port, wait_for_port
 from rigs.s3 import pending_uploads as s3_uploads
 
+from vidproxy.cache import Clock
 from vidproxy.config import Config, load_config
 from vidproxy.units import MiB
+from vidproxy.web.app import create_app
 
 # Imported from here by test modules (and kept so): the rigs are where they live.
 __all__ = ["POLL_INTERVAL", "POLL_TIMEOUT", "RunAppServer", "free_port", "wait_for_port"]
@@ -144,14 +146,19 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
 @pytest.fixture
 async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
-) -> Callable[[Config], Any]:
+) -> Callable[..., Any]:
     """Start vidproxy (from a Config, or an app a test built) on a real loopback
-    socket, run as production runs it; returns an aiohttp TestClient."""
+    socket, run as production runs it; returns an aiohttp TestClient. ``clock``
+    (a ``manual_clock.ManualClock``, say) replaces the system's for the cache."""
 
     async def start(
-        what: Config | web.Application, *, handler_cancellation: bool = False
+        what: Config | web.Application,
+        *,
+        handler_cancellation: bool = False,
+        clock: Clock | None = None,
     ) -> TestClient[Any, Any]:
-        server = RunAppServer(as_app(what), handler_cancellation=handler_cancellation)
+        app = create_app(what, clock=clock) if isinstance(what, Config) else what
+        server = RunAppServer(app, handler_cancellation=handler_cancellation)
         return await aiohttp_client(server)
 
     return start

@@ -28,7 +28,7 @@ from cache_rig import (
 )
 from s3_proxy import s3_proxy_fixture  # noqa: F401
 
-from vidproxy.cache.store import READAHEAD
+from vidproxy.cache.readers import READAHEAD
 from vidproxy.units import MiB
 
 KEY = "matrix.mp4"
