@@ -40,6 +40,7 @@ from vidproxy.storage.base import ObjectInfo
 from vidproxy.storage.digests import (
     RECORD_PREFIX,
     DigestRecord,
+    is_record_path,
     record_key,
     with_recorded_sha256,
 )
@@ -66,6 +67,14 @@ def test_a_record_key_is_reserved_and_short_whatever_the_key() -> None:
         assert name.startswith(RECORD_PREFIX) and is_reserved(name)
         assert len(name) == len(RECORD_PREFIX) + 64
     assert record_key("a") != record_key("b")
+
+
+def test_only_requests_for_records_are_taken_for_them() -> None:
+    name = record_key("clip.mp4")
+    assert is_record_path(f"/videos/{name}", "videos")  # path-style
+    assert is_record_path(f"/{name}", "videos")  # virtual-host
+    assert not is_record_path(f"/videos/dir/{name}", "videos")  # a user key
+    assert not is_record_path("/videos/clip.mp4", "videos")
 
 
 def test_a_record_reads_back_as_written() -> None:

@@ -51,6 +51,13 @@ def record_key(key: str) -> str:
     return RECORD_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def is_record_path(url_path: str, bucket: str) -> bool:
+    """True for the URL path of a request for a record in ``bucket``: path-style
+    ``/bucket/KEY`` or virtual-host ``/KEY`` (no bucket name starts with ".";
+    the prefix has no character that a path would percent-encode)."""
+    return url_path.startswith((f"/{bucket}/{RECORD_PREFIX}", f"/{RECORD_PREFIX}"))
+
+
 @dataclass(frozen=True)
 class DigestRecord:
     key: str

@@ -43,7 +43,7 @@ from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
-from .digests import DigestRecord, DigestRecords
+from .digests import DigestRecord, DigestRecords, is_record_path
 from .multipart import MultipartUpload, PartBuffers
 from .parts import PartPlan
 from .sweeper import sweep_forever
@@ -58,6 +58,8 @@ SHA256_METADATA = "sha256"
 # Sorts after every key vidproxy writes under RESERVED_PREFIX (hex digests,
 # ULIDs): no character sorts after U+10FFFF, in code points or in UTF-8 bytes.
 PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
+# Marks, in botocore's per-call context, a request for a SHA-256 record.
+_RECORD_REQUEST = "vidproxy_sha256_record"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
@@ -180,11 +182,16 @@ class S3Store:
         events.register("after-call.s3", self._count_answer)
         events.register("after-call-error.s3", self._count_failure)
 
-    def _count_request(self, model: Any, **_: Any) -> None:
+    def _count_request(self, model: Any, params: Any, context: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
+        url_path = str(params.get("url_path", ""))
+        context[_RECORD_REQUEST] = is_record_path(url_path, self._bucket)
 
-    def _count_answer(self, http_response: Any, model: Any, **_: Any) -> None:
-        if http_response.status_code >= 400:
+    def _count_answer(self, http_response: Any, model: Any, context: Any, **_: Any) -> None:
+        # Most objects have no SHA-256 record (single-part ones carry the digest
+        # in metadata): a record's 404 is an answer, not an error.
+        missing_record = http_response.status_code == 404 and context.get(_RECORD_REQUEST)
+        if http_response.status_code >= 400 and not missing_record:
             self.stats.errors[model.name] += 1
 
     def _count_part(self) -> None:
