@@ -147,13 +147,11 @@ async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
 ) -> Callable[[Config], Any]:
     """Start vidproxy (from a Config, or an app a test built) on a real loopback
-    socket, run as production runs it; returns an aiohttp TestClient."""
+    socket, run as production runs it; returns an aiohttp TestClient. Options:
+    ``handler_cancellation``, ``access_log`` (see rigs.app.RunAppServer)."""
 
-    async def start(
-        what: Config | web.Application, *, handler_cancellation: bool = False
-    ) -> TestClient[Any, Any]:
-        server = RunAppServer(as_app(what), handler_cancellation=handler_cancellation)
-        return await aiohttp_client(server)
+    async def start(what: Config | web.Application, **options: bool) -> TestClient[Any, Any]:
+        return await aiohttp_client(RunAppServer(as_app(what), **options))
 
     return start
 

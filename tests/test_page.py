@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from chromium import launched_chromium
 
 from vidproxy.config import Config
+from vidproxy.web.handlers import page
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "page.png"
 VIEWPORT = {"width": 1280, "height": 800}
