@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from conftest import RunAppServer
 
 from vidproxy.web.errors import from_aiohttp_answer
 
@@ -34,12 +33,12 @@ async def crash_midway(request: web.Request) -> web.StreamResponse:
 
 
 @pytest.fixture
-async def bare(aiohttp_client: Callable[..., Any]) -> Any:
+async def bare(start_vidproxy: Callable[..., Any]) -> Any:
     app = web.Application()
     app.router.add_get("/crash", crash)
     app.router.add_get("/timeout", time_out)
     app.router.add_get("/midway", crash_midway)
-    return await aiohttp_client(RunAppServer(app))
+    return await start_vidproxy(app)
 
 
 @pytest.mark.parametrize(

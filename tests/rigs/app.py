@@ -17,6 +17,7 @@ from vidproxy.config import Config
 from vidproxy.web.app import create_app
 from vidproxy.web.appkeys import CONFIG
 from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
+from vidproxy.web.logs import AccessLogger
 from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner
 
 Client = TestClient[Any, Any]
@@ -30,15 +31,26 @@ class RunAppServer(TestServer):
     that sent its whole body and closed must still be stored). The runner is
     production's too, so what aiohttp's parser refuses is answered in JSON, and
     vidproxy's app gets its configured head deadline and connection bound.
-    ``handler_cancellation=True`` is for the tests of a handler being cancelled.
+    ``handler_cancellation=True`` is for the tests of a handler being cancelled;
+    ``access_log=True`` writes production's access lines (vidproxy's
+    AccessLogger), for the tests that read them.
     """
 
-    def __init__(self, app: web.Application, *, handler_cancellation: bool = False) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        handler_cancellation: bool = False,
+        access_log: bool = False,
+    ) -> None:
         super().__init__(app)
         self._handler_cancellation = handler_cancellation
+        self._access_log = access_log
 
     async def _make_runner(self, **kwargs: Any) -> AppRunner:
         kwargs["handler_cancellation"] = self._handler_cancellation
+        if self._access_log:
+            kwargs["access_log_class"] = AccessLogger
         config = self.app.get(CONFIG)
         if config is not None:
             limit = config.server.max_connections or MAX_DESCRIPTORS
@@ -51,12 +63,10 @@ def as_app(what: Config | web.Application) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    what: Config | web.Application, *, handler_cancellation: bool = False
-) -> AsyncIterator[Client]:
+async def serving(what: Config | web.Application, **options: bool) -> AsyncIterator[Client]:
     """vidproxy (``create_app(config)``, or an app built by the test) until the
-    block ends; yields an aiohttp TestClient bound to it."""
-    server = RunAppServer(as_app(what), handler_cancellation=handler_cancellation)
+    block ends, with RunAppServer's ``options``; yields a TestClient bound to it."""
+    server = RunAppServer(as_app(what), **options)
     client: Client = TestClient(server)
     await client.start_server()
     try:
