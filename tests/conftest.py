@@ -113,6 +113,46 @@ def moto_endpoint(aws_env: None) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def rclone_endpoint(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``rclone serve s3`` over a temp directory, its own process on a free loopback
+    port, with the test credentials (a second S3 implementation beside moto)."""
+    exe = shutil.which("rclone") or str(Path(sys.executable).with_name("rclone"))
+    root = tmp_path_factory.mktemp("rclone-data")
+    port = free_port()
+    keys = f"{AWS_ENV['AWS_ACCESS_KEY_ID']},{AWS_ENV['AWS_SECRET_ACCESS_KEY']}"
+    argv = [exe, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", keys]
+    proc = subprocess.Popen(
+        [*argv, "--config", "/dev/null", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def s3_client(endpoint: str) -> Any:
+    """A plain boto3 client, retries off, path addressing (rclone needs it)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=BotoConfig(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+@pytest.fixture
+def rclone_bucket(rclone_endpoint: str) -> str:
+    """A new bucket on rclone, made with CreateBucket (a directory made behind
+    rclone's back stays unseen for its --dir-cache-time)."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client(rclone_endpoint).create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     """A plain boto3 client on the same endpoint, to inspect what vidproxy left in S3."""

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,9 @@ from ..errors import (
     ObjectDamaged,
     PreconditionFailed,
     TooLarge,
+    UploadAborted,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from ..hashing import BackgroundHash
@@ -65,6 +67,10 @@ _ETAG_NOT_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 # BotoCoreErrors too, but a cause of their own: nothing was sent at all.
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
+UPLOAD_ABORTED = (
+    "the storage backend no longer has this upload (aborted by another process, "
+    "e.g. a stale-upload sweep); nothing was stored, send it again"
+)
 
 
 class _MultipartEtags(enum.Enum):
@@ -95,6 +101,31 @@ async def s3_errors(operation: str) -> AsyncIterator[None]:
         raise UpstreamUnavailable(f"the storage backend is unreachable ({operation})") from None
 
 
+@asynccontextmanager
+async def s3_call(operation: str, deadline: float) -> AsyncIterator[None]:
+    """One S3 request, botocore's retries included: its errors mapped as
+    ``s3_errors`` does, and a deadline that holds whatever the request waits for
+    (``read_timeout`` covers a stalled read, not every wait: rclone left a
+    request waiting for ``100 Continue`` unanswered for good)."""
+    try:
+        async with asyncio.timeout(deadline) as timer, s3_errors(operation):
+            yield
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        log.warning("S3 %s got no answer within s3.request_deadline (%g s)", operation, deadline)
+        raise UpstreamTimeout(f"the storage backend did not answer in time ({operation})") from None
+
+
+def drop_expect_continue(request: Any, **_: Any) -> None:
+    """``before-send``: send bodies without ``Expect: 100-continue``. botocore asks
+    for it on every PutObject and UploadPart (a bytes body becomes a file-like
+    one first); it costs a round trip per request, and a server that never
+    answers it (rclone, ``PUT f/inner`` when ``f`` exists) leaves the request
+    hanging where no botocore timeout applies. SigV4 does not sign ``Expect``."""
+    request.headers.pop("Expect", None)
+
+
 def _from_client_error(exc: ClientError, operation: str) -> Exception:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if not _ERROR_CODE_RE.fullmatch(code):
@@ -102,6 +133,8 @@ def _from_client_error(exc: ClientError, operation: str) -> Exception:
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     if code == "NoSuchBucket":
         return UpstreamError("the configured bucket does not exist")
+    if code == "NoSuchUpload":
+        return UploadAborted(UPLOAD_ABORTED)
     if code in ("NoSuchKey", "NotFound") or status == 404:
         return NotFound("no video under that key")
     if code == "InvalidRange" or status == 416:
@@ -174,6 +207,11 @@ class S3Store:
         events.register("before-call.s3", self._count_request)
         events.register("after-call.s3", self._count_answer)
         events.register("after-call-error.s3", self._count_failure)
+        events.register("before-send.s3", drop_expect_continue)
+
+    def _call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """The error mapping and deadline of one S3 request."""
+        return s3_call(operation, self._cfg.request_deadline)
 
     def _count_request(self, model: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
@@ -189,7 +227,7 @@ class S3Store:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
-        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors)
+        sweep = sweep_forever(self._client, self._bucket, older_than, self._call)
         self._sweeper = asyncio.ensure_future(sweep)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -208,7 +246,8 @@ class S3Store:
 
     async def create_bucket(self) -> None:
         try:
-            await self._client.create_bucket(Bucket=self._bucket)
+            async with asyncio.timeout(self._cfg.request_deadline):
+                await self._client.create_bucket(Bucket=self._bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -224,7 +263,7 @@ class S3Store:
             # S3 was unreachable at start (a stack starting together): try again now.
             await self.create_bucket()
         try:
-            async with s3_errors("HeadBucket"):
+            async with self._call("HeadBucket"):
                 await self._client.head_bucket(Bucket=self._bucket)
         except (NotFound, UpstreamError):
             # HeadBucket has no body: a missing bucket is a bare 404, which must
@@ -232,6 +271,8 @@ class S3Store:
             raise UpstreamUnavailable(
                 "the configured bucket is missing or not accessible"
             ) from None
+        except UpstreamTimeout as exc:
+            raise UpstreamUnavailable(exc.message) from None  # not ready: 503, as documented
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
         if head:
@@ -243,7 +284,7 @@ class S3Store:
         return S3Reader(self, info, response, fetched)
 
     async def head(self, key: str) -> ObjectInfo:
-        async with s3_errors("HeadObject"):
+        async with self._call("HeadObject"):
             response = await self._client.head_object(Bucket=self._bucket, Key=key)
         return _info_from(key, response, int(response["ContentLength"]))
 
@@ -255,7 +296,7 @@ class S3Store:
             params["Range"] = spec.header()
         if if_match is not None:
             params["IfMatch"] = if_match
-        async with s3_errors("GetObject"):
+        async with self._call("GetObject"):
             response = await self._client.get_object(**params)
         # rclone answers a ranged GET with 200 plus Content-Range: trust the header.
         match = _CONTENT_RANGE_RE.fullmatch(response.get("ContentRange") or "")
@@ -288,7 +329,7 @@ class S3Store:
             key,
             self._cfg.upload_concurrency,
             buffers,
-            s3_errors,
+            self._call,
             self.spawn,
         )
         upload.on_part_sent = self._count_part
@@ -362,12 +403,10 @@ class S3Store:
         conditions: dict[str, str],
     ) -> StoredObject:
         sha256 = source.sha256()
-        async with s3_errors("PutObject"):
+        async with self._call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                # Bytes, not a file-like PartBody, spare a small object botocore's
-                # "Expect: 100-continue" round trip.
                 Body=bytes(data),
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
@@ -376,14 +415,14 @@ class S3Store:
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
-        async with s3_errors("DeleteObject"):
+        async with self._call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
             params["StartAfter"] = after
-        async with s3_errors("ListObjectsV2"):
+        async with self._call("ListObjectsV2"):
             response = await self._client.list_objects_v2(**params)
         listed = [item["Key"] for item in response.get("Contents", [])]
         keys = [key for key in listed if not is_reserved(key)]
