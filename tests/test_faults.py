@@ -505,8 +505,7 @@ async def test_if_none_match_other_than_star_on_a_write_is_400(client: Client, v
 async def test_concurrent_create_only_puts_let_exactly_one_win(
     client: Client, pending_uploads: Pending, wait_until: Wait
 ) -> None:
-    # fs only: moto's conditional CompleteMultipartUpload is not atomic (two racing
-    # Completes with If-None-Match: * both succeed), so on S3 the race is staged below.
+    # Two writers on fs; tests/test_create_only.py races eight on every backend.
     bodies = [payload(MULTIPART, 13), payload(MULTIPART, 14)]
     answers = await asyncio.gather(
         *(

@@ -11,7 +11,7 @@ import enum
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    VidproxyError,
 )
 from ..hashing import BackgroundHash
 from ..keys import is_reserved
@@ -45,8 +46,10 @@ from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
+from .locks import KeyLocks
 from .multipart import MultipartUpload, PartBuffers
 from .parts import PartPlan
+from .probe import probe_create_only, report
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,15 @@ class _MultipartEtags(enum.Enum):
     AS_COMPLETED = "as completed"  # Complete's "md5-N" (AWS, MinIO, moto)
     CONTENT_MD5 = "content md5"  # the body's plain MD5 (rclone)
     OTHER = "other"  # neither: ask with a HEAD after every upload
+
+
+# What a write's commit runs in: it yields the commit's conditions (If-None-Match).
+Commit = Callable[[], AbstractAsyncContextManager[dict[str, str]]]
+
+
+@asynccontextmanager
+async def _unconditional() -> AsyncIterator[dict[str, str]]:
+    yield {}
 
 
 class _Unsatisfiable(Exception):
@@ -202,6 +214,9 @@ class S3Store:
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
+        self._creating = KeyLocks()
+        self._probing = asyncio.Lock()
+        self._probe_failed = False
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -273,6 +288,25 @@ class S3Store:
             ) from None
         except UpstreamTimeout as exc:
             raise UpstreamUnavailable(exc.message) from None  # not ready: 503, as documented
+        if self.stats.create_only_enforced is None and not self._probe_failed:
+            await self._learn_create_only()
+
+    async def _learn_create_only(self) -> None:
+        """Probe once (at the start-up check, else the first /readyz) whether S3
+        itself refuses a second create-only write; never fails the readiness check."""
+        async with self._probing:
+            if self.stats.create_only_enforced is not None or self._probe_failed:
+                return
+            try:
+                probe = await probe_create_only(self._client, self._bucket, self._call)
+            except (UpstreamUnavailable, UpstreamTimeout):
+                return  # S3 went away again: ask at the next readiness check
+            except VidproxyError as exc:
+                self._probe_failed = True
+                log.warning("could not learn whether S3 enforces If-None-Match: %s", exc.message)
+                return
+            report(probe)
+            self.stats.create_only_enforced = probe.enforced
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
         if head:
@@ -308,11 +342,28 @@ class S3Store:
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
     ) -> StoredObject:
-        # S3 decides atomically at PutObject/Complete; this early look saves
-        # streaming a whole body only to be refused at the end.
-        if create_only and await self._exists(key):
+        if not create_only:
+            return await self._put(key, source, content_type, _unconditional)
+        # This early look saves streaming a whole body only to be refused at the end.
+        if await self._exists(key):
             raise PreconditionFailed("a video already exists under that key")
-        conditions = {"IfNoneMatch": "*"} if create_only else {}
+        return await self._put(key, source, content_type, lambda: self._create_only_commit(key))
+
+    @asynccontextmanager
+    async def _create_only_commit(self, key: str) -> AsyncIterator[dict[str, str]]:
+        """Around the commit (PutObject, CompleteMultipartUpload) of a create-only
+        write: one at a time per key in this process, each looking first, so a
+        backend that ignores If-None-Match (rclone) or races it (moto's multipart
+        Complete) cannot let two of ours win. Other writers (replicas) meet S3's own
+        If-None-Match, which the commit carries too."""
+        async with self._creating(key):
+            if await self._exists(key):
+                raise PreconditionFailed("a video already exists under that key")
+            yield {"IfNoneMatch": "*"}
+
+    async def _put(
+        self, key: str, source: UploadSource, content_type: str, commit: Commit
+    ) -> StoredObject:
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
@@ -321,7 +372,7 @@ class S3Store:
         first = await buffers.take(plan.size_of(1))
         first = first[: await source.readinto(first)]
         if len(first) < plan.size_of(1):
-            return await self._put_single(key, first, source, content_type, conditions)
+            return await self._put_single(key, first, source, content_type, commit)
         metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
         upload = MultipartUpload(
             self._client,
@@ -337,7 +388,8 @@ class S3Store:
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
             await self._send_parts(upload, buffers, first, source, plan, md5)
-            etag = await upload.complete(**conditions)
+            async with commit() as conditions:
+                etag = await upload.complete(**conditions)
         content_md5 = await md5.hexdigest() if md5 is not None else None
         etag = await self._etag_as_read(key, etag, upload.size, content_md5)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
@@ -400,10 +452,10 @@ class S3Store:
         data: memoryview,
         source: UploadSource,
         content_type: str,
-        conditions: dict[str, str],
+        commit: Commit,
     ) -> StoredObject:
         sha256 = source.sha256()
-        async with self._call("PutObject"):
+        async with commit() as conditions, self._call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
