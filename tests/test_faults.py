@@ -251,7 +251,7 @@ async def test_s3_killed_mid_upload_keeps_the_old_object_and_the_orphan_is_swept
 
 
 @pytest.mark.parametrize("backend", ["s3"])
-async def test_orphaned_uploads_are_aborted_at_start(
+async def test_orphaned_uploads_are_aborted_once_idle_for_the_limit(
     make_config: MakeConfig,
     start_vidproxy: Start,
     s3: Any,
@@ -259,14 +259,13 @@ async def test_orphaned_uploads_are_aborted_at_start(
     wait_until: Wait,
     pending_uploads: Pending,
 ) -> None:
-    # Left by a process that died mid-upload. With a day's age limit the sweeper
-    # runs again only after an hour: aborting now is the sweep at start.
+    # Left by a process that died mid-upload; their last part is their last activity.
     for key in ("crashed/a.mp4", "crashed/b.mp4"):
         upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
         s3.upload_part(
             Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100
         )
-    config = make_config("s3", s3={"abort_stale_uploads_after": 86400})
+    config = make_config("s3", s3={"abort_stale_uploads_after": 1})
     await start_vidproxy(config)
     await nothing_pending(pending_uploads, wait_until)
 
@@ -293,6 +292,11 @@ class FakeUploads:
                 "NextUploadIdMarker": "id-young",
             }
         return {"Uploads": self.uploads[2:], "IsTruncated": False}
+
+    async def list_parts(self, **params: Any) -> dict[str, Any]:
+        # One part, as old as the upload: its last activity is its start.
+        (upload,) = (u for u in self.uploads if u["UploadId"] == params["UploadId"])
+        return {"Parts": [{"PartNumber": 1, "LastModified": upload["Initiated"]}]}
 
     async def abort_multipart_upload(self, **params: Any) -> None:
         self.aborted.append(params["Key"])

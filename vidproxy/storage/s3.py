@@ -47,7 +47,7 @@ from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .locks import KeyLocks
-from .multipart import MultipartUpload, PartBuffers
+from .multipart import UPLOAD_ABORTED, MultipartUpload, PartBuffers
 from .parts import PartPlan
 from .probe import probe_create_only, report
 from .sweeper import sweep_forever
@@ -70,10 +70,6 @@ _ETAG_NOT_MD5_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 _UNREACHABLE = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 # BotoCoreErrors too, but a cause of their own: nothing was sent at all.
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
-UPLOAD_ABORTED = (
-    "the storage backend no longer has this upload (aborted by another process, "
-    "e.g. a stale-upload sweep); nothing was stored, send it again"
-)
 
 
 class _MultipartEtags(enum.Enum):
@@ -215,6 +211,8 @@ class S3Store:
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
         self._creating = KeyLocks()
+        # Ids of the multipart uploads this process is sending: the sweeper skips them.
+        self._live_uploads: set[str] = set()
         self._probing = asyncio.Lock()
         self._probe_failed = False
         self.stats = StoreStats()
@@ -242,7 +240,9 @@ class S3Store:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
-        sweep = sweep_forever(self._client, self._bucket, older_than, self._call)
+        sweep = sweep_forever(
+            self._client, self._bucket, older_than, self._call, self._live_uploads
+        )
         self._sweeper = asyncio.ensure_future(sweep)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -382,6 +382,7 @@ class S3Store:
             buffers,
             self._call,
             self.spawn,
+            self._live_uploads,
         )
         upload.on_part_sent = self._count_part
         md5 = BackgroundHash("md5") if self._multipart_etags in _NEEDS_MD5 else None
