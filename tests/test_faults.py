@@ -4,9 +4,8 @@ S3 dies and comes back through ``TcpFault`` (moto behind it keeps its state, so
 "back" sees the same bucket); S3 answers errors through ``S3Faults``; S3 bodies
 are held or cut mid-way through ``s3_proxy``. Clients die by closing sockets.
 
-moto reports every multipart upload as initiated in 2010, so with moto any
-sweep aborts every upload in the bucket: the sweeper tests block
-ListMultipartUploads until the moment they want a sweep to act.
+The sweeper tests here block ListMultipartUploads until the moment they want
+a sweep to act; tests/test_sweeper.py has the sweeper's own.
 """
 
 from __future__ import annotations

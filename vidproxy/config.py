@@ -133,7 +133,8 @@ class S3Config:
     # One S3 request, its retries included, fails after this (504 upstream_timeout):
     # botocore's timeouts do not cover every wait (a request stuck before its body).
     request_deadline: float = 120.0
-    # Multipart uploads older than this are aborted (at start, then periodically); 0 = never.
+    # Multipart uploads idle this long (no newer part) are aborted (at start, then
+    # periodically), never this process's own; 0 = never.
     abort_stale_uploads_after: float = 86400.0
 
 
