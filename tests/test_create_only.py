@@ -16,8 +16,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import PART_SIZE, s3_client
+from conftest import PART_SIZE
 from fault_rig import object_bytes, payload
+from rclone_rig import (
+    boto3_client,
+    rclone_bucket_fixture,  # noqa: F401
+    rclone_endpoint_fixture,  # noqa: F401
+)
 
 from vidproxy.config import Config
 from vidproxy.keys import RESERVED_PREFIX
@@ -46,7 +51,7 @@ async def vidproxy_on(
     client = await start_vidproxy(
         make_config("s3", s3={"endpoint_url": endpoint, "bucket": bucket})
     )
-    return client, s3_client(endpoint), bucket
+    return client, boto3_client(endpoint), bucket
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import PART_SIZE, Connect, s3_client
+from conftest import PART_SIZE, Connect
 from fault_rig import (
     S3Faults,
     is_complete,
@@ -26,6 +26,11 @@ from fault_rig import (
     payload,
     pending_uploads,
     s3_faults_fixture,  # noqa: F401
+)
+from rclone_rig import (
+    boto3_client,
+    rclone_bucket_fixture,  # noqa: F401
+    rclone_endpoint_fixture,  # noqa: F401
 )
 
 from vidproxy.config import Config
@@ -81,7 +86,7 @@ async def test_a_put_under_an_objects_name_is_answered_at_once_on_rclone(
     # 502 is rclone's refusal; 504 would be the deadline ending a hang.
     assert response.status == 502, await response.text()
     assert (await response.json())["error"] == "upstream_error"
-    s3 = s3_client(rclone_endpoint)
+    s3 = boto3_client(rclone_endpoint)
     assert await asyncio.to_thread(object_bytes, s3, rclone_bucket, "f") == outer
     assert await asyncio.to_thread(unfinished, s3, rclone_bucket) == []
     assert client.app[UPLOADS].in_use == 0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import PART_SIZE, Connect, s3_client
+from conftest import PART_SIZE, Connect
 from fault_rig import (
     S3Faults,
     is_list_uploads,
@@ -23,6 +23,11 @@ from fault_rig import (
     payload,
     s3_error,
     s3_faults_fixture,  # noqa: F401
+)
+from rclone_rig import (
+    boto3_client,
+    rclone_bucket_fixture,  # noqa: F401
+    rclone_endpoint_fixture,  # noqa: F401
 )
 
 from vidproxy.config import Config
@@ -170,7 +175,7 @@ async def test_an_upload_aborted_under_a_live_put_is_503_upload_aborted(
         config = make_config("s3")
     else:
         endpoint = request.getfixturevalue("rclone_endpoint")
-        s3, bucket = s3_client(endpoint), request.getfixturevalue("rclone_bucket")
+        s3, bucket = boto3_client(endpoint), request.getfixturevalue("rclone_bucket")
         config = make_config("s3", s3={"endpoint_url": endpoint, "bucket": bucket})
     old = payload(3000, 6)
     s3.put_object(Bucket=bucket, Key=KEY, Body=old)
