@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import POLL_INTERVAL, POLL_TIMEOUT, RawConnection
+from conftest import RawConnection
 from multidict import CIMultiDict, CIMultiDictProxy
+from rigs.polling import apoll as wait_for  # the name the cache tests import
 from s3_proxy import S3Proxy
 
 from vidproxy.cache import Clock
@@ -75,20 +75,6 @@ async def fetch(
     ) as response:
         body = await response.read()
     return Fetched(response.status, response.headers, body)
-
-
-async def wait_for(condition: Callable[[], Any], what: str, within: float = POLL_TIMEOUT) -> None:
-    """Poll ``condition`` (sync or async) until it is true; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within}s: {what}")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 async def wait_for_hit(client: TestClient[Any, Any], key: str) -> None:

@@ -52,7 +52,7 @@ COMPARED = (
 @dataclass(frozen=True)
 class Case:
     name: str
-    status: int  # what RFC 9110 and the README's table call for
+    status: int  # what RFC 9110 and docs/api.md's table call for
     headers: Mapping[str, str]  # templates: {etag}, {last_modified}, {future}, {size}, ...
     method: str = "GET"
 

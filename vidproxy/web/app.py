@@ -15,6 +15,7 @@ from ..storage.base import Store
 from ..storage.fs import open_fs_store
 from ..storage.s3 import open_s3_store
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
+from .cors import add_cors_headers, cors_middleware
 from .errors import error_middleware
 from .guards import upload_expect_handler
 from .handlers import health, metrics, openapi, page, sign, videos
@@ -30,15 +31,23 @@ KEY = r"{key:[\s\S]*}"
 def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     """The app for ``config``; ``clock`` times the cache's idle expiry and
     revalidation (the system's by default: tests pass one they move themselves)."""
-    # Metrics see the final answer; errors from the inner middlewares become JSON.
+    # Metrics see the final answer; errors from the inner middlewares become JSON;
+    # CORS preflights are answered before access control (browsers send no token).
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, in_flight_middleware, auth_middleware]
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            cors_middleware,
+            in_flight_middleware,
+            auth_middleware,
+        ]
     )
     app[CONFIG] = config
     app[AUTH] = Authorizer.from_config(config.auth)
     uploads = app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
     app[METRICS] = Metrics(lambda: uploads.in_use)
     app[IN_FLIGHT] = InFlight()
+    app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(partial(_store_context, clock=clock or SystemClock()))
     _add_routes(app)
     return app
@@ -70,6 +79,7 @@ def _add_routes(app: web.Application) -> None:
     router = app.router
     upload = {"expect_handler": upload_expect_handler}
     router.add_get("/", page.index)
+    router.add_get("/favicon.ico", page.favicon)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics.metrics)
