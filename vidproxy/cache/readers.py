@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..conditions import ByteRange, RangeSpec
 from ..errors import ObjectDamaged
 from ..files import read_file
-from ..storage.base import ObjectReader, close_stream
+from ..storage.base import Chunk, ObjectReader, close_stream
 from ..units import MiB
 from .fill import Fill, read_following
 
@@ -35,7 +35,7 @@ def labelled(reader: ObjectReader) -> ObjectReader:
 
 
 class HitReader:
-    cache_status = "HIT"
+    cache_status: str | None = "HIT"
 
     def __init__(self, store: CachingStore, entry: Entry) -> None:
         self._store = store
@@ -59,7 +59,7 @@ class FillReader:
     """Reads an object that is being filled: as the fill brings it in, or, for a
     range far ahead of it, from the backend directly."""
 
-    cache_status = "MISS"
+    cache_status: str | None = "MISS"
     local_path = None
 
     def __init__(self, store: CachingStore, fill: Fill) -> None:
@@ -68,7 +68,7 @@ class FillReader:
         self.info = fill.info
         fill.open_reader()  # now: the fill may end at any await
 
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes | memoryview]:
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[Chunk]:
         wanted = byte_range or ByteRange(0, self.info.size)
         if wanted.start > self._fill.filled + READAHEAD and not self._fill.complete:
             return await self._fill.source.stream(byte_range)
@@ -86,27 +86,27 @@ class FarRangeReader:
     goes out once the range's first bytes have: preparing an S3 request holds
     the event loop for milliseconds, and a seeking player is waiting."""
 
-    cache_status = "MISS"
+    cache_status: str | None = "MISS"
     local_path = None
 
-    def __init__(self, direct: ObjectReader, start_fill: Callable[[], None]) -> None:
+    def __init__(self, direct: ObjectReader, start_fill: Callable[[], object]) -> None:
         self._direct = direct
-        self._start_fill: Callable[[], None] | None = start_fill
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._start_fill: Callable[[], object] | None = start_fill
+        self._chunks: AsyncIterator[Chunk] | None = None
         self.info = direct.info
 
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-        self._chunks = await self._direct.stream(byte_range)
-        return self._fill_after_first(self._chunks)
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[Chunk]:
+        self._chunks = chunks = await self._direct.stream(byte_range)
+        return self._fill_after_first(chunks)
 
-    async def _fill_after_first(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _fill_after_first(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             yield chunk
             self._fill()  # the first chunk has been written by now
 
     def _fill(self) -> None:
         if self._start_fill is not None:
-            self._start_fill, start = None, self._start_fill
+            start, self._start_fill = self._start_fill, None
             start()
 
     async def aclose(self) -> None:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..errors import NotFound, UpstreamUnavailable
 from ..storage.base import (
+    Chunk,
     ObjectInfo,
     ObjectPage,
     ObjectReader,
@@ -343,7 +345,7 @@ class CachingStore:
             del self._fills[key]
         return fill
 
-    async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[bytes]) -> None:
+    async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[Chunk]) -> None:
         try:
             await fill.run(chunks)
         except asyncio.CancelledError:
@@ -390,7 +392,8 @@ class CachingStore:
 
     # ---- bound, timers, retirement ------------------------------------------
 
-    def _make_room(self, size: int) -> list[asyncio.Task[None]] | None:
+    # builtins.list: in the class body, ``list`` is the method below.
+    def _make_room(self, size: int) -> builtins.list[asyncio.Task[None]] | None:
         """Evict idle LRU entries so a fill of ``size`` bytes fits; the unlinks
         to wait for before writing, or None if the object cannot be cached."""
         if size > self._cfg.max_object_bytes:

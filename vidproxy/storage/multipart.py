@@ -12,13 +12,19 @@ import mmap
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from ..buffers import lazy_buffer
 from ..units import KiB
+from .s3api import S3API, WriteConditions
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +108,7 @@ class PartBody(Payload):
 class MultipartUpload:
     def __init__(
         self,
-        client: Any,
+        client: S3API,
         bucket: str,
         key: str,
         concurrency: int,
@@ -117,7 +123,7 @@ class MultipartUpload:
         self._errors = errors
         self._slots = asyncio.Semaphore(concurrency)
         self._buffers = buffers
-        self._tasks: list[asyncio.Task[dict[str, Any]]] = []
+        self._tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
         self._upload_id: str | None = None
         self.size = 0
         self.on_part_sent: Callable[[], None] = lambda: None
@@ -149,15 +155,16 @@ class MultipartUpload:
         self.size += len(data)
         self._tasks.append(asyncio.create_task(self._upload_part(number, data)))
 
-    async def _upload_part(self, number: int, data: memoryview) -> dict[str, Any]:
+    async def _upload_part(self, number: int, data: memoryview) -> CompletedPartTypeDef:
         try:
             async with self._errors("UploadPart"):
                 response = await self._client.upload_part(
                     Bucket=self._bucket,
                     Key=self._key,
-                    UploadId=self._upload_id,
+                    UploadId=self._started_id(),
                     PartNumber=number,
-                    Body=PartBody(data),
+                    # A file to botocore (read, seek, tell, len), if not an IO subclass.
+                    Body=cast(IO[bytes], PartBody(data)),
                 )
             self.on_part_sent()
             return {"PartNumber": number, "ETag": response["ETag"]}
@@ -170,13 +177,17 @@ class MultipartUpload:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def complete(self, **conditions: str) -> str:
+    def _started_id(self) -> str:
+        assert self._upload_id is not None, "parts are added only after start()"
+        return self._upload_id
+
+    async def complete(self, **conditions: Unpack[WriteConditions]) -> str:
         parts = await asyncio.gather(*self._tasks)
         async with self._errors("CompleteMultipartUpload"):
             response = await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=self._key,
-                UploadId=self._upload_id,
+                UploadId=self._started_id(),
                 MultipartUpload={"Parts": list(parts)},
                 **conditions,
             )

@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -45,6 +45,14 @@ from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .multipart import MultipartUpload, PartBuffers
 from .parts import PartPlan
+from .s3api import S3API, WriteConditions
+
+if TYPE_CHECKING:
+    from aiobotocore.response import StreamingBody
+    from types_aiobotocore_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef
+
+    # What HEAD and GET tell about an object, read by _info_from.
+    ObjectHead = HeadObjectOutputTypeDef | GetObjectOutputTypeDef
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -161,7 +169,7 @@ def _region(cfg: S3Config, from_aws_chain: str | None) -> str:
 class S3Store:
     name = "s3"
 
-    def __init__(self, client: Any, cfg: S3Config) -> None:
+    def __init__(self, client: S3API, cfg: S3Config) -> None:
         self._client = client
         self._cfg = cfg
         self._bucket = cfg.bucket
@@ -249,7 +257,7 @@ class S3Store:
 
     async def _get(
         self, key: str, spec: RangeSpec | None, if_match: str | None = None
-    ) -> tuple[dict[str, Any], ByteRange | None, ObjectInfo]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None, ObjectInfo]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
         if spec is not None:
             params["Range"] = spec.header()
@@ -271,7 +279,7 @@ class S3Store:
         # streaming a whole body only to be refused at the end.
         if create_only and await self._exists(key):
             raise PreconditionFailed("a video already exists under that key")
-        conditions = {"IfNoneMatch": "*"} if create_only else {}
+        conditions: WriteConditions = {"IfNoneMatch": "*"} if create_only else {}
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
@@ -359,7 +367,7 @@ class S3Store:
         data: memoryview,
         source: UploadSource,
         content_type: str,
-        conditions: dict[str, str],
+        conditions: WriteConditions,
     ) -> StoredObject:
         sha256 = source.sha256()
         async with s3_errors("PutObject"):
@@ -413,7 +421,7 @@ class S3Reader:
         self,
         store: S3Store,
         info: ObjectInfo,
-        response: dict[str, Any] | None = None,
+        response: GetObjectOutputTypeDef | None = None,
         fetched: ByteRange | None = None,
     ) -> None:
         self._store = store
@@ -432,7 +440,7 @@ class S3Reader:
 
     async def _refetch(
         self, byte_range: ByteRange | None
-    ) -> tuple[dict[str, Any], ByteRange | None]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None]:
         spec = byte_range.spec() if byte_range is not None else None
         try:
             # If-Match pins the version the headers already describe.
@@ -458,7 +466,7 @@ class S3Reader:
         return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
-async def _iter_body(body: Any) -> AsyncIterator[bytes]:
+async def _iter_body(body: StreamingBody) -> AsyncIterator[bytes]:
     async with body, s3_errors("GetObject body"):
         async for chunk in body.iter_chunks(READ_CHUNK):
             yield chunk
@@ -475,7 +483,7 @@ def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _M
     return _MultipartEtags.OTHER
 
 
-def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
+def _info_from(key: str, response: ObjectHead, size: int) -> ObjectInfo:
     metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
     modified = response.get("LastModified") or datetime.now(UTC)
     return ObjectInfo(
@@ -489,7 +497,7 @@ def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
     )
 
 
-def _content_md5(response: dict[str, Any]) -> str | None:
+def _content_md5(response: ObjectHead) -> str | None:
     """The body's MD5 where the ETag is one."""
     match = _PLAIN_ETAG_RE.fullmatch(response.get("ETag") or "")
     if match is None or response.get("SSECustomerAlgorithm"):

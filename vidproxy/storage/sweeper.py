@@ -14,9 +14,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, UpstreamError, UpstreamUnavailable
+from .s3api import S3API
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import MultipartUploadTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ MAX_SWEEP_INTERVAL = 3600.0
 
 
 async def abort_stale_uploads(
-    client: Any, bucket: str, older_than: float, errors: ErrorMapper
+    client: S3API, bucket: str, older_than: float, errors: ErrorMapper
 ) -> int:
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     aborted = 0
@@ -44,8 +48,8 @@ async def abort_stale_uploads(
 
 
 async def _list_uploads(
-    client: Any, bucket: str, errors: ErrorMapper
-) -> AsyncIterator[dict[str, Any]]:
+    client: S3API, bucket: str, errors: ErrorMapper
+) -> AsyncIterator[MultipartUploadTypeDef]:
     params: dict[str, Any] = {"Bucket": bucket}
     while True:
         try:
@@ -61,7 +65,7 @@ async def _list_uploads(
         params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
 
-async def sweep_forever(client: Any, bucket: str, older_than: float, errors: ErrorMapper) -> None:
+async def sweep_forever(client: S3API, bucket: str, older_than: float, errors: ErrorMapper) -> None:
     interval = min(max(older_than / 4, 1.0), MAX_SWEEP_INTERVAL)
     while True:
         try:

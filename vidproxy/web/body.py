@@ -148,7 +148,7 @@ class RequestBody:
         # tells a finished body from a cut one; the buffered rest is still ours.
         if not self._content.is_eof():
             raise IncompleteBody("the client closed the connection before the body ended")
-        self._content._exception = None  # type: ignore[attr-defined]
+        self._content._exception = None
         return self._content.read_nowait()
 
     async def _finish(self) -> None:

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from ..conditions import ByteRange, Plan, plan_response
 from ..errors import VidproxyError
 from ..media import attachment_disposition, shown_inline
-from ..storage.base import ObjectInfo, ObjectReader, close_stream
+from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
 from ..storage.integrity import size_problem
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,10 @@ async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamR
     if plan.range is not None:
         headers[hdrs.CONTENT_RANGE] = plan.range.content_range(info.size)
     if reader.local_path is not None:
-        response = _StoreFileResponse(
+        sendfile = _StoreFileResponse(
             reader.local_path, info.size, status=plan.status, headers=headers
         )
-        return await _prepare_file(request, reader, response, plan)
+        return await _prepare_file(request, reader, sendfile, plan)
     length = plan.range.length if plan.range is not None else info.size
     if request.method == "HEAD" or length == 0:
         response = web.StreamResponse(status=plan.status, headers=headers)
@@ -130,7 +130,7 @@ async def _stream(
     plan: Plan,
     headers: dict[str, str],
     length: int,
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[Chunk],
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=plan.status, headers=headers)
     response.content_length = length
