@@ -23,7 +23,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import web_app
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import AppRunner
 from botocore.config import Config as BotoConfig
@@ -34,7 +33,7 @@ from vidproxy.units import MiB
 from vidproxy.web.app import create_app
 from vidproxy.web.appkeys import CONFIG
 from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
-from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner
+from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner, forget_middleware_chains
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB
@@ -92,7 +91,7 @@ def forget_finished_apps() -> Iterator[None]:
     per started vidproxy and seconds of teardown at exit. Production starts one
     app; a test run starts hundreds, so forget them after each test."""
     yield
-    web_app._cached_build_middleware.cache_clear()
+    forget_middleware_chains()
 
 
 @pytest.fixture(scope="session")

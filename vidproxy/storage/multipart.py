@@ -64,26 +64,31 @@ class PartBody(Payload):
     length, and ``seek(0)`` to send it again on a retry); for aiohttp a payload
     that writes it to the socket in slices, straight from the part buffer."""
 
-    _autoclose = True  # nothing to close: the buffer belongs to PartBuffers
-
     def __init__(self, data: memoryview) -> None:
         super().__init__(data)
-        self._value: memoryview = data
-        self._size = len(data)
+        self._part = data
         self._position = 0
 
+    @property
+    def size(self) -> int:
+        return len(self._part)
+
+    @property
+    def autoclose(self) -> bool:
+        return True  # nothing to close: the buffer belongs to PartBuffers
+
     def __len__(self) -> int:
-        return len(self._value)
+        return len(self._part)
 
     def read(self, n: int = -1) -> bytes:
         # Only botocore's own checksum paths read; aiohttp calls write_with_length.
-        end = len(self._value) if n < 0 else min(self._position + n, len(self._value))
-        data = bytes(self._value[self._position : end])
+        end = len(self._part) if n < 0 else min(self._position + n, len(self._part))
+        data = bytes(self._part[self._position : end])
         self._position = end
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._value)}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._part)}
         self._position = base[whence] + offset
         return self._position
 
@@ -91,7 +96,7 @@ class PartBody(Payload):
         return self._position
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return bytes(self._value).decode(encoding, errors)
+        return bytes(self._part).decode(encoding, errors)
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
@@ -100,7 +105,7 @@ class PartBody(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         # All of it whatever was read: botocore sized the request with __len__.
-        data = self._value[:content_length]
+        data = self._part[:content_length]
         for start in range(0, len(data), SEND_SLICE):
             await writer.write(data[start : start + SEND_SLICE])
 

@@ -16,19 +16,34 @@ one from its first byte (an idle kept-alive connection is left to aiohttp's
 ``keepalive_timeout``). ``ConnectionSlots`` bounds the connections and, at the
 bound, closes the one that has waited longest for a head.
 
-This module is the one place that uses aiohttp's private names, checked against
-aiohttp 3.14.5 and pinned by tests/test_connections.py::test_aiohttp_internals_*:
-``RequestHandler._messages`` (the deque ``data_received`` appends each parsed
-head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
-``_loop`` (what a server makes its handlers with).
+``StoreFileResponse`` is the ``FileResponse`` that ``web.responses`` sends local
+files with: it keeps the store's ETag and Last-Modified, and checks the size of
+the file aiohttp opened.
+
+This module is the one place that uses aiohttp's private names (no other module
+may: tests/test_architecture.py), each checked against aiohttp 3.14.5 and pinned
+by tests/test_connections.py::test_aiohttp_internals_* and
+tests/test_protocol.py::test_aiohttp_internals_*:
+- ``RequestHandler._messages`` (the deque ``data_received`` appends each parsed
+  head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
+  ``_loop`` (what a server makes its handlers with);
+- ``AppRunner._make_server`` (the one seam for the handler class);
+- ``FileResponse._make_response`` (runs in aiohttp's thread with the file it
+  opened and its ``fstat``), and ``prepare`` assigning ``etag`` and
+  ``last_modified`` through their public setters, which ours ignore;
+- ``StreamReader._exception`` (the error a finished body was poisoned with);
+- ``web_app._cached_build_middleware`` (the middleware-chain cache the tests
+  empty between apps).
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_app
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.streams import StreamReader
 
 from ..config import ServerConfig
@@ -191,3 +206,72 @@ class JsonErrorRunner(web.AppRunner):
             rules=self.rules,
             **server._kwargs,
         )
+
+
+# ---- FileResponse, request bodies, the middleware cache ----
+
+
+class WrongSize(Exception):
+    def __init__(self, found: int | None) -> None:
+        super().__init__(found)
+        self.found = found  # bytes in the file; None: no file
+
+
+class StoreFileResponse(web.FileResponse):
+    """A FileResponse that keeps the ETag and Last-Modified it was given, and
+    sends the file only if it holds the recorded number of bytes."""
+
+    def __init__(self, path: Path, size: int, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._recorded_size = size
+
+    def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
+        # aiohttp's worker thread, after it opened the file it will send and
+        # fstat'ed it: checking here costs nothing and cannot race a change
+        # between our look and aiohttp's.
+        try:
+            result = super()._make_response(request, accept_encoding)
+        except FileNotFoundError:
+            raise WrongSize(None) from None
+        fobj, st = result[1], result[2]
+        if st.st_size != self._recorded_size:
+            if fobj is not None:
+                fobj.close()
+            raise WrongSize(st.st_size)
+        return result
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # aiohttp prepares a returned response again; FileResponse's prepare
+        # is not idempotent, so the first (ours, above) is the only one.
+        if self.prepared:
+            return None
+        return await super().prepare(request)
+
+    @property
+    def etag(self) -> Any:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        pass  # FileResponse would put its mtime-size tag here
+
+    @property
+    def last_modified(self) -> Any:
+        return super().last_modified
+
+    @last_modified.setter
+    def last_modified(self, value: Any) -> None:
+        pass  # keep the store's Last-Modified, not the file's mtime
+
+
+def forgive_finished_body(content: StreamReader) -> None:
+    """Drop the ``ConnectionResetError`` aiohttp sets on a body whose sender
+    closed its side after the last byte, so the buffered rest can be read."""
+    content._exception = None
+
+
+def forget_middleware_chains() -> None:
+    """Empty aiohttp's module-level LRU of middleware chains, which keeps every
+    Application it has seen (and all they hold) alive: for tests, which start
+    hundreds of apps in one process."""
+    web_app._cached_build_middleware.cache_clear()
