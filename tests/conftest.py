@@ -23,8 +23,8 @@ from typing import Any
 
 import boto3
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import AppRunner
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
 
@@ -33,7 +33,11 @@ from vidproxy.units import MiB
 from vidproxy.web.app import create_app
 from vidproxy.web.appkeys import CONFIG
 from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
-from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner, forget_middleware_chains
+from vidproxy.web.protocol import (
+    ConnectionRules,
+    forget_middleware_chains,
+    production_test_server,
+)
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB
@@ -173,23 +177,16 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
     return make
 
 
-class RunAppServer(TestServer):
-    """A TestServer that handles requests as ``server.serve`` does in production.
-
-    aiohttp's TestServer turns ``handler_cancellation`` on; production leaves it
-    off, so a client that hangs up does not cancel the handler (an ffmpeg upload
-    that sent its whole body and closed must still be stored). The runner is
-    production's too, so what aiohttp's parser refuses is answered in JSON, and
-    vidproxy's app gets its configured head deadline and connection bound.
-    """
-
-    async def _make_runner(self, **kwargs: Any) -> AppRunner:
-        kwargs["handler_cancellation"] = False
-        config = self.app.get(CONFIG)
-        if config is not None:
-            limit = config.server.max_connections or MAX_DESCRIPTORS
-            kwargs["rules"] = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
-        return JsonErrorRunner(self.app, **kwargs)
+def RunAppServer(app: web.Application) -> TestServer:
+    """A TestServer that handles requests as ``server.serve`` does in production
+    (``production_test_server``), with vidproxy's configured head deadline and
+    connection bound where the app is vidproxy's."""
+    config = app.get(CONFIG)
+    rules = None
+    if config is not None:
+        limit = config.server.max_connections or MAX_DESCRIPTORS
+        rules = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
+    return production_test_server(app, rules)
 
 
 @pytest.fixture

@@ -24,10 +24,12 @@ from conftest import RunAppServer
 
 from vidproxy.web.errors import from_aiohttp_answer
 from vidproxy.web.protocol import (
+    JsonErrorRunner,
     StoreFileResponse,
     WrongSize,
     forget_middleware_chains,
     forgive_finished_body,
+    production_test_server,
 )
 
 SECONDS = 5.0
@@ -186,3 +188,14 @@ async def test_aiohttp_internals_the_middleware_cache_can_be_emptied(
     assert web_app._cached_build_middleware.cache_info().currsize > 0
     forget_middleware_chains()
     assert web_app._cached_build_middleware.cache_info().currsize == 0
+
+
+async def test_aiohttp_internals_the_test_server_runs_on_productions_runner(
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    # TestServer.start_server makes its runner with _make_runner(handler_cancellation=True).
+    server = production_test_server(web.Application())
+    await aiohttp_client(server)
+    assert isinstance(server.runner, JsonErrorRunner)
+    assert server.runner.server is not None
+    assert server.runner.server.handler_cancellation is False

@@ -33,14 +33,15 @@ tests/test_protocol.py::test_aiohttp_internals_*:
   ``last_modified`` through their public setters, which ours ignore;
 - ``StreamReader._exception`` (the error a finished body was poisoned with);
 - ``web_app._cached_build_middleware`` (the middleware-chain cache the tests
-  empty between apps).
+  empty between apps), and ``TestServer._make_runner`` (the tests' server on
+  production's runner).
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web, web_app
 from aiohttp.abc import AbstractStreamWriter
@@ -50,6 +51,9 @@ from ..config import ServerConfig
 from ..errors import RequestTimeout, TooManyConnections
 from .errors import error_response, from_aiohttp_answer, raw_error_answer
 from .limits import MAX_DESCRIPTORS, ConnectionSlots
+
+if TYPE_CHECKING:
+    from aiohttp.test_utils import TestServer
 
 
 class ConnectionRules:
@@ -275,3 +279,21 @@ def forget_middleware_chains() -> None:
     Application it has seen (and all they hold) alive: for tests, which start
     hundreds of apps in one process."""
     web_app._cached_build_middleware.cache_clear()
+
+
+def production_test_server(
+    app: web.Application, rules: ConnectionRules | None = None
+) -> TestServer:
+    """For the tests: an aiohttp TestServer that runs ``app`` as ``server.serve``
+    does, on ``JsonErrorRunner`` (with ``rules``), so what aiohttp's parser
+    refuses is answered in JSON; and with ``handler_cancellation`` off, which
+    TestServer turns on, so a client that hangs up does not cancel the handler
+    (an ffmpeg upload that sent its whole body and closed must still be stored)."""
+    from aiohttp.test_utils import TestServer  # the tests' only: not loaded to serve
+
+    class ProductionTestServer(TestServer):
+        async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+            kwargs["handler_cancellation"] = False
+            return JsonErrorRunner(self.app, rules=rules, **kwargs)
+
+    return ProductionTestServer(app)
