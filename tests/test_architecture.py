@@ -184,6 +184,41 @@ def test_no_subclass_but_protocols_overrides_or_reads_aiohttps_private_names() -
     assert found == [], "use the public API, or move it to vidproxy/web/protocol.py"
 
 
+def aiohttp_names(tree: ast.Module) -> set[str]:
+    """The names a module binds to aiohttp or to something imported from it."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if "aiohttp" in a.name}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aiohttp"):
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def private_overrides(tree: ast.Module, theirs: set[str]) -> Iterator[str]:
+    """Private names of aiohttp's that a class deriving from an aiohttp class
+    (directly: any module, tests too) defines in its body."""
+    imported = aiohttp_names(tree)
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        roots = {ast.unparse(base).split(".")[0] for base in cls.bases}
+        if not roots & imported:
+            continue
+        for name in defined_private_names(ast.Module(body=cls.body, type_ignores=[])):
+            if name in theirs:
+                yield f"{cls.name}.{name}"
+
+
+def test_no_class_but_protocols_overrides_aiohttps_private_methods() -> None:
+    theirs = aiohttp_private_names()
+    found = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in (*python_files(PACKAGE), *python_files(TESTS))
+        if path != PROTOCOL
+        for name in private_overrides(parse(path), theirs)
+    ]
+    assert found == [], "use the public API, or move it to vidproxy/web/protocol.py"
+
+
 def test_the_scan_finds_what_it_is_for() -> None:
     # The checks above pass on an empty list, so make sure they can fail.
     source = "def f(server, content):\n    server._kwargs\n    content._exception = None\n"
@@ -194,5 +229,13 @@ def test_the_scan_finds_what_it_is_for() -> None:
     )
     from aiohttp import payload, web
 
+    overriding = (
+        "from aiohttp.test_utils import TestServer\n"
+        "class S(TestServer):\n"
+        "    def _make_runner(self): ...\n"
+    )
+    assert list(private_overrides(ast.parse(overriding), aiohttp_private_names())) == [
+        "S._make_runner"
+    ]
     assert "_autoclose" in private_names_of_class(payload.Payload)
     assert "_make_response" in private_names_of_class(web.FileResponse)

@@ -118,6 +118,10 @@ def test_aiohttp_internals_file_response_make_response_opens_and_stats(tmp_path:
     path.write_bytes(b"0123456789")
     params = list(inspect.signature(web.FileResponse._make_response).parameters)
     assert params == ["self", "request", "accept_encoding"]
+    # And _sendfile, whose file position after it says what the socket took
+    # (tests/test_sent_bytes.py measures that end to end).
+    params = list(inspect.signature(web.FileResponse._sendfile).parameters)
+    assert params == ["self", "request", "fobj", "offset", "count"]
     result = web.FileResponse(path)._make_response(make_mocked_request("GET", "/"), "")
     try:
         assert len(result) == 4 and result[2].st_size == 10

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 
 from aiohttp import web
 
 from ..auth import Authorizer
-from ..cache import open_caching_store
+from ..cache import Clock, SystemClock, open_caching_store
 from ..config import Config
 from ..storage.base import Store
 from ..storage.fs import open_fs_store
 from ..storage.s3 import open_s3_store
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, STORE, UPLOADS
+from .cors import add_cors_headers, cors_middleware
 from .errors import error_middleware
 from .guards import upload_expect_handler
 from .handlers import health, metrics, openapi, page, sign, videos
@@ -26,17 +28,27 @@ from .middlewares import auth_middleware, in_flight_middleware, metrics_middlewa
 KEY = r"{key:[\s\S]*}"
 
 
-def create_app(config: Config) -> web.Application:
-    # Metrics see the final answer; errors from the inner middlewares become JSON.
+def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    """The app for ``config``; ``clock`` times the cache's idle expiry and
+    revalidation (the system's by default: tests pass one they move themselves)."""
+    # Metrics see the final answer; errors from the inner middlewares become JSON;
+    # CORS preflights are answered before access control (browsers send no token).
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, in_flight_middleware, auth_middleware]
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            cors_middleware,
+            in_flight_middleware,
+            auth_middleware,
+        ]
     )
     app[CONFIG] = config
     app[AUTH] = Authorizer.from_config(config.auth)
     uploads = app[UPLOADS] = UploadSlots(config.server.max_concurrent_uploads)
     app[METRICS] = Metrics(lambda: uploads.in_use)
     app[IN_FLIGHT] = InFlight()
-    app.cleanup_ctx.append(_store_context)
+    app.on_response_prepare.append(add_cors_headers)
+    app.cleanup_ctx.append(partial(_store_context, clock=clock or SystemClock()))
     _add_routes(app)
     return app
 
@@ -47,7 +59,7 @@ def _open_store(config: Config) -> AbstractAsyncContextManager[Store]:
     return open_fs_store(config.fs.dir)
 
 
-async def _store_context(app: web.Application) -> AsyncIterator[None]:
+async def _store_context(app: web.Application, clock: Clock) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         store: Store = await stack.enter_async_context(_open_store(config))
@@ -55,7 +67,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         if config.backend == "s3" and config.cache.enabled:
             origin = f"{config.s3.endpoint_url or 'aws'} {config.s3.bucket}"
             cached = await stack.enter_async_context(
-                open_caching_store(store, config.cache, origin)
+                open_caching_store(store, config.cache, origin, clock)
             )
             store, cache_figures = cached, cached.figures
         app[METRICS].watch_store(store.stats, cache_figures)
@@ -67,6 +79,7 @@ def _add_routes(app: web.Application) -> None:
     router = app.router
     upload = {"expect_handler": upload_expect_handler}
     router.add_get("/", page.index)
+    router.add_get("/favicon.ico", page.favicon)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics.metrics)

@@ -29,8 +29,9 @@ tests/test_protocol.py::test_aiohttp_internals_*:
   ``_loop`` (what a server makes its handlers with);
 - ``AppRunner._make_server`` (the one seam for the handler class);
 - ``FileResponse._make_response`` (runs in aiohttp's thread with the file it
-  opened and its ``fstat``), and ``prepare`` assigning ``etag`` and
-  ``last_modified`` through their public setters, which ours ignore;
+  opened and its ``fstat``), ``_sendfile`` (leaves the file's position after
+  the last byte sent), and ``prepare`` assigning ``etag`` and ``last_modified``
+  through their public setters, which ours ignore;
 - ``StreamReader._exception`` (the error a finished body was poisoned with);
 - ``web_app._cached_build_middleware`` (the middleware-chain cache the tests
   empty between apps), and ``TestServer._make_runner`` (the tests' server on
@@ -222,12 +223,27 @@ class WrongSize(Exception):
 
 
 class StoreFileResponse(web.FileResponse):
-    """A FileResponse that keeps the ETag and Last-Modified it was given, and
-    sends the file only if it holds the recorded number of bytes."""
+    """A FileResponse that keeps the ETag and Last-Modified it was given, sends
+    the file only if it holds the recorded number of bytes, and counts the body
+    bytes the socket took."""
+
+    body_sent = 0
 
     def __init__(self, path: Path, size: int, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self._recorded_size = size
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: Any, offset: int, count: int
+    ) -> AbstractStreamWriter:
+        try:
+            return await super()._sendfile(request, fobj, offset, count)
+        finally:
+            # loop.sendfile leaves the file's position after the last byte sent,
+            # even when it raises (asyncio's documentation: "file.tell() can be
+            # used to obtain the actual number of bytes sent"); aiohttp's own
+            # fallback reads as it writes, so it lands there too.
+            self.body_sent = max(0, min(count, fobj.tell() - offset))
 
     def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
         # aiohttp's worker thread, after it opened the file it will send and
@@ -282,18 +298,23 @@ def forget_middleware_chains() -> None:
 
 
 def production_test_server(
-    app: web.Application, rules: ConnectionRules | None = None
+    app: web.Application,
+    rules: ConnectionRules | None = None,
+    *,
+    handler_cancellation: bool = False,
+    **runner_kwargs: Any,
 ) -> TestServer:
     """For the tests: an aiohttp TestServer that runs ``app`` as ``server.serve``
-    does, on ``JsonErrorRunner`` (with ``rules``), so what aiohttp's parser
-    refuses is answered in JSON; and with ``handler_cancellation`` off, which
-    TestServer turns on, so a client that hangs up does not cancel the handler
-    (an ffmpeg upload that sent its whole body and closed must still be stored)."""
+    does, on ``JsonErrorRunner`` (with ``rules`` and ``runner_kwargs``), so what
+    aiohttp's parser refuses is answered in JSON; and with ``handler_cancellation``
+    off unless asked, where TestServer turns it on, so a client that hangs up does
+    not cancel the handler (an ffmpeg upload that sent its whole body and closed
+    must still be stored)."""
     from aiohttp.test_utils import TestServer  # the tests' only: not loaded to serve
 
     class ProductionTestServer(TestServer):
         async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-            kwargs["handler_cancellation"] = False
+            kwargs.update(runner_kwargs, handler_cancellation=handler_cancellation)
             return JsonErrorRunner(self.app, rules=rules, **kwargs)
 
     return ProductionTestServer(app)

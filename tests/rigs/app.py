@@ -1,0 +1,58 @@
+"""vidproxy in the test's own event loop, on a real loopback socket, run as
+``server.serve`` runs it in production. The ``start_vidproxy`` fixture
+(tests/conftest.py) is the usual way in; ``serving`` is for the places a
+function-scoped fixture cannot reach (module-scoped fixtures, hypothesis)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from vidproxy.config import Config
+from vidproxy.web.app import create_app
+from vidproxy.web.appkeys import CONFIG
+from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
+from vidproxy.web.protocol import ConnectionRules, production_test_server
+
+Client = TestClient[Any, Any]
+
+
+def RunAppServer(
+    app: web.Application, *, handler_cancellation: bool = False, **runner_kwargs: Any
+) -> TestServer:
+    """A TestServer that handles requests as ``server.serve`` does in production
+    (``production_test_server``: production's runner, handler cancellation off),
+    with vidproxy's configured head deadline and connection bound where the app
+    is vidproxy's. ``handler_cancellation=True`` is for the tests of a handler
+    being cancelled; ``runner_kwargs`` go to the runner (``access_log_class``)."""
+    config = app.get(CONFIG)
+    rules = None
+    if config is not None:
+        limit = config.server.max_connections or MAX_DESCRIPTORS
+        rules = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
+    return production_test_server(
+        app, rules, handler_cancellation=handler_cancellation, **runner_kwargs
+    )
+
+
+def as_app(what: Config | web.Application) -> web.Application:
+    return what if isinstance(what, web.Application) else create_app(what)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    what: Config | web.Application, *, handler_cancellation: bool = False
+) -> AsyncIterator[Client]:
+    """vidproxy (``create_app(config)``, or an app built by the test) until the
+    block ends; yields an aiohttp TestClient bound to it."""
+    server = RunAppServer(as_app(what), handler_cancellation=handler_cancellation)
+    client: Client = TestClient(server)
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
