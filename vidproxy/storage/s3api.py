@@ -1,7 +1,7 @@
 """The S3 calls vidproxy makes, and nothing else (as tusd's ``S3API`` interface).
 
-``storage/s3.py``, ``multipart.py`` and ``sweeper.py`` take an ``S3API``, not
-aiobotocore's whole client: the list below is what a second S3 implementation
+``storage/s3.py``, ``multipart.py``, ``sweeper.py`` and ``digests.py`` take an
+``S3API``, not aiobotocore's whole client: the list below is what a second S3 implementation
 (moto, rclone, MinIO, R2) has to answer, and what a reader needs to know about
 S3 to follow the backend. A call added to the backend is added here first.
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
         ListMultipartUploadsRequestTypeDef,
         ListObjectsV2OutputTypeDef,
         ListObjectsV2RequestTypeDef,
+        ListPartsOutputTypeDef,
+        ListPartsRequestTypeDef,
         PutObjectOutputTypeDef,
         PutObjectRequestTypeDef,
         UploadPartOutputTypeDef,
@@ -124,3 +126,8 @@ class S3API(Protocol):
     async def list_multipart_uploads(
         self, **kwargs: Unpack[ListMultipartUploadsRequestTypeDef]
     ) -> ListMultipartUploadsOutputTypeDef: ...
+
+    # Whether an upload is still there (its newest part, for the sweeper).
+    async def list_parts(
+        self, **kwargs: Unpack[ListPartsRequestTypeDef]
+    ) -> ListPartsOutputTypeDef: ...
