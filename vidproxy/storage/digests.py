@@ -27,13 +27,13 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import NotFound, VidproxyError
 from ..keys import RESERVED_PREFIX
 from ..units import KiB
 from .base import ObjectInfo
 from .multipart import ErrorMapper, Spawner
+from .s3api import S3API
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class DigestRecords:
     botocore's exceptions to vidproxy's (``s3.s3_errors``), ``spawn`` runs a
     read beside the request that wants it (the store waits for it at close)."""
 
-    def __init__(self, client: Any, bucket: str, errors: ErrorMapper, spawn: Spawner) -> None:
+    def __init__(self, client: S3API, bucket: str, errors: ErrorMapper, spawn: Spawner) -> None:
         self._client = client
         self._bucket = bucket
         self._errors = errors

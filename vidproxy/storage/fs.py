@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .integrity import size_problem
+from .locks import KeyLocks
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class FsStore:
         self._objects = root / "objects"
         self._tmp = root / "tmp"
         # One writer per key at a time keeps the version-file bookkeeping exact.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # It also makes create-only writes create-only: ``_commit`` looks and commits under it.
+        self._lock = KeyLocks()
         # Data files with open readers, and those replaced or deleted meanwhile:
         # a retired file is unlinked when its last reader closes.
         self._readers: Counter[Path] = Counter()
@@ -135,7 +136,7 @@ class FsStore:
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
     ) -> StoredObject:
-        if create_only and await asyncio.to_thread(_load_meta, self._meta_path(key)):
+        if create_only and await asyncio.to_thread(_load_meta, self._meta_path(key)) is not None:
             raise PreconditionFailed("a video already exists under that key")
         version = f"{key_digest(key)}.{ULID()}"
         tmp_path = self._tmp / version
@@ -205,12 +206,6 @@ class FsStore:
         next_after = page[-1].key if len(keys) > limit else None
         return ObjectPage(page, next_after)
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
 
 class FsReader:
     cache_status: str | None = None
@@ -219,7 +214,7 @@ class FsReader:
         self._store = store
         self._open = True
         self.info = info
-        self.local_path: Path | None = path
+        self.local_path = path
 
     async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
         return read_file(self.local_path, byte_range or ByteRange(0, self.info.size))

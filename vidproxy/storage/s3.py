@@ -7,14 +7,15 @@ vidproxy's own at this one boundary, without S3's XML, endpoint or credentials.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import enum
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -34,8 +35,11 @@ from ..errors import (
     ObjectDamaged,
     PreconditionFailed,
     TooLarge,
+    UploadAborted,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
+    VidproxyError,
 )
 from ..hashing import BackgroundHash
 from ..keys import RESERVED_PREFIX, is_reserved
@@ -44,8 +48,18 @@ from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .digests import DigestRecord, DigestRecords, is_record_path
-from .multipart import MultipartUpload, PartBuffers
+from .locks import KeyLocks
+from .multipart import UPLOAD_ABORTED, MultipartUpload, PartBuffers
 from .parts import PartPlan
+from .probe import probe_create_only, report
+from .s3api import S3API, WriteConditions
+
+if TYPE_CHECKING:
+    from aiobotocore.response import StreamingBody
+    from types_aiobotocore_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef
+
+    # What HEAD and GET tell about an object, read by _info_from.
+    ObjectHead = HeadObjectOutputTypeDef | GetObjectOutputTypeDef
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -82,6 +96,15 @@ class _MultipartEtags(enum.Enum):
     OTHER = "other"  # neither: ask with a HEAD after every upload
 
 
+# What a write's commit runs in: it yields the commit's conditions (If-None-Match).
+Commit = Callable[[], AbstractAsyncContextManager[WriteConditions]]
+
+
+@asynccontextmanager
+async def _unconditional() -> AsyncIterator[WriteConditions]:
+    yield {}
+
+
 class _Unsatisfiable(Exception):
     """S3 said 416; the caller needs the size before it can answer."""
 
@@ -101,6 +124,31 @@ async def s3_errors(operation: str) -> AsyncIterator[None]:
         raise UpstreamUnavailable(f"the storage backend is unreachable ({operation})") from None
 
 
+@asynccontextmanager
+async def s3_call(operation: str, deadline: float) -> AsyncIterator[None]:
+    """One S3 request, botocore's retries included: its errors mapped as
+    ``s3_errors`` does, and a deadline that holds whatever the request waits for
+    (``read_timeout`` covers a stalled read, not every wait: rclone left a
+    request waiting for ``100 Continue`` unanswered for good)."""
+    try:
+        async with asyncio.timeout(deadline) as timer, s3_errors(operation):
+            yield
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        log.warning("S3 %s got no answer within s3.request_deadline (%g s)", operation, deadline)
+        raise UpstreamTimeout(f"the storage backend did not answer in time ({operation})") from None
+
+
+def drop_expect_continue(request: Any, **_: Any) -> None:
+    """``before-send``: send bodies without ``Expect: 100-continue``. botocore asks
+    for it on every PutObject and UploadPart (a bytes body becomes a file-like
+    one first); it costs a round trip per request, and a server that never
+    answers it (rclone, ``PUT f/inner`` when ``f`` exists) leaves the request
+    hanging where no botocore timeout applies. SigV4 does not sign ``Expect``."""
+    request.headers.pop("Expect", None)
+
+
 def _from_client_error(exc: ClientError, operation: str) -> Exception:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if not _ERROR_CODE_RE.fullmatch(code):
@@ -108,6 +156,8 @@ def _from_client_error(exc: ClientError, operation: str) -> Exception:
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     if code == "NoSuchBucket":
         return UpstreamError("the configured bucket does not exist")
+    if code == "NoSuchUpload":
+        return UploadAborted(UPLOAD_ABORTED)
     if code in ("NoSuchKey", "NotFound") or status == 404:
         return NotFound("no video under that key")
     if code == "InvalidRange" or status == 416:
@@ -167,7 +217,7 @@ def _region(cfg: S3Config, from_aws_chain: str | None) -> str:
 class S3Store:
     name = "s3"
 
-    def __init__(self, client: Any, cfg: S3Config) -> None:
+    def __init__(self, client: S3API, cfg: S3Config) -> None:
         self._client = client
         self._cfg = cfg
         self._bucket = cfg.bucket
@@ -175,12 +225,22 @@ class S3Store:
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
-        self._digests = DigestRecords(client, cfg.bucket, s3_errors, self.spawn)
+        self._creating = KeyLocks()
+        # Ids of the multipart uploads this process is sending: the sweeper skips them.
+        self._live_uploads: set[str] = set()
+        self._probing = asyncio.Lock()
+        self._probe_failed = False
+        self._digests = DigestRecords(client, cfg.bucket, self._call, self.spawn)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
         events.register("after-call.s3", self._count_answer)
         events.register("after-call-error.s3", self._count_failure)
+        events.register("before-send.s3", drop_expect_continue)
+
+    def _call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """The error mapping and deadline of one S3 request."""
+        return s3_call(operation, self._cfg.request_deadline)
 
     def _count_request(self, model: Any, params: Any, context: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
@@ -201,7 +261,9 @@ class S3Store:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
-        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors)
+        sweep = sweep_forever(
+            self._client, self._bucket, older_than, self._call, self._live_uploads
+        )
         self._sweeper = asyncio.ensure_future(sweep)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -220,7 +282,8 @@ class S3Store:
 
     async def create_bucket(self) -> None:
         try:
-            await self._client.create_bucket(Bucket=self._bucket)
+            async with asyncio.timeout(self._cfg.request_deadline):
+                await self._client.create_bucket(Bucket=self._bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -236,7 +299,7 @@ class S3Store:
             # S3 was unreachable at start (a stack starting together): try again now.
             await self.create_bucket()
         try:
-            async with s3_errors("HeadBucket"):
+            async with self._call("HeadBucket"):
                 await self._client.head_bucket(Bucket=self._bucket)
         except (NotFound, UpstreamError):
             # HeadBucket has no body: a missing bucket is a bare 404, which must
@@ -244,6 +307,27 @@ class S3Store:
             raise UpstreamUnavailable(
                 "the configured bucket is missing or not accessible"
             ) from None
+        except UpstreamTimeout as exc:
+            raise UpstreamUnavailable(exc.message) from None  # not ready: 503, as documented
+        if self.stats.create_only_enforced is None and not self._probe_failed:
+            await self._learn_create_only()
+
+    async def _learn_create_only(self) -> None:
+        """Probe once (at the start-up check, else the first /readyz) whether S3
+        itself refuses a second create-only write; never fails the readiness check."""
+        async with self._probing:
+            if self.stats.create_only_enforced is not None or self._probe_failed:
+                return
+            try:
+                probe = await probe_create_only(self._client, self._bucket, self._call)
+            except (UpstreamUnavailable, UpstreamTimeout):
+                return  # S3 went away again: ask at the next readiness check
+            except VidproxyError as exc:
+                self._probe_failed = True
+                log.warning("could not learn whether S3 enforces If-None-Match: %s", exc.message)
+                return
+            report(probe)
+            self.stats.create_only_enforced = probe.enforced
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
         # The SHA-256 record is read beside the object, not after it, and asked
@@ -266,19 +350,19 @@ class S3Store:
         return S3Reader(self, info, response, fetched)
 
     async def head(self, key: str) -> ObjectInfo:
-        async with s3_errors("HeadObject"):
+        async with self._call("HeadObject"):
             response = await self._client.head_object(Bucket=self._bucket, Key=key)
         return _info_from(key, response, int(response["ContentLength"]))
 
     async def _get(
         self, key: str, spec: RangeSpec | None, if_match: str | None = None
-    ) -> tuple[dict[str, Any], ByteRange | None, ObjectInfo]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None, ObjectInfo]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
         if spec is not None:
             params["Range"] = spec.header()
         if if_match is not None:
             params["IfMatch"] = if_match
-        async with s3_errors("GetObject"):
+        async with self._call("GetObject"):
             response = await self._client.get_object(**params)
         # rclone answers a ranged GET with 200 plus Content-Range: trust the header.
         match = _CONTENT_RANGE_RE.fullmatch(response.get("ContentRange") or "")
@@ -290,11 +374,28 @@ class S3Store:
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
     ) -> StoredObject:
-        # S3 decides atomically at PutObject/Complete; this early look saves
-        # streaming a whole body only to be refused at the end.
-        if create_only and await self._exists(key):
+        if not create_only:
+            return await self._put(key, source, content_type, _unconditional)
+        # This early look saves streaming a whole body only to be refused at the end.
+        if await self._exists(key):
             raise PreconditionFailed("a video already exists under that key")
-        conditions = {"IfNoneMatch": "*"} if create_only else {}
+        return await self._put(key, source, content_type, lambda: self._create_only_commit(key))
+
+    @asynccontextmanager
+    async def _create_only_commit(self, key: str) -> AsyncIterator[WriteConditions]:
+        """Around the commit (PutObject, CompleteMultipartUpload) of a create-only
+        write: one at a time per key in this process, each looking first, so a
+        backend that ignores If-None-Match (rclone) or races it (moto's multipart
+        Complete) cannot let two of ours win. Other writers (replicas) meet S3's own
+        If-None-Match, which the commit carries too."""
+        async with self._creating(key):
+            if await self._exists(key):
+                raise PreconditionFailed("a video already exists under that key")
+            yield {"IfNoneMatch": "*"}
+
+    async def _put(
+        self, key: str, source: UploadSource, content_type: str, commit: Commit
+    ) -> StoredObject:
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
@@ -303,7 +404,7 @@ class S3Store:
         first = await buffers.take(plan.size_of(1))
         first = first[: await source.readinto(first)]
         if len(first) < plan.size_of(1):
-            return await self._put_single(key, first, source, content_type, conditions)
+            return await self._put_single(key, first, source, content_type, commit)
         metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
         upload = MultipartUpload(
             self._client,
@@ -311,15 +412,17 @@ class S3Store:
             key,
             self._cfg.upload_concurrency,
             buffers,
-            s3_errors,
+            self._call,
             self.spawn,
+            self._live_uploads,
         )
         upload.on_part_sent = self._count_part
         md5 = BackgroundHash("md5") if self._multipart_etags in _NEEDS_MD5 else None
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
             await self._send_parts(upload, buffers, first, source, plan, md5)
-            etag = await upload.complete(**conditions)
+            async with commit() as conditions:
+                etag = await upload.complete(**conditions)
         content_md5 = await md5.hexdigest() if md5 is not None else None
         etag = await self.record_completed(key, etag, upload.size, source.sha256(), content_md5)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
@@ -342,7 +445,7 @@ class S3Store:
         written: the object stays stored, only without its digest."""
         try:
             await self._digests.write(DigestRecord(key, etag, size, sha256.lower()))
-        except (UpstreamError, UpstreamUnavailable) as exc:
+        except (UpstreamError, UpstreamUnavailable, UpstreamTimeout) as exc:
             log.warning("stored %r but could not record its SHA-256: %s", key, exc.message)
             return False
         return True
@@ -384,7 +487,7 @@ class S3Store:
             return f'"{content_md5}"'
         try:
             info = await self.head(key)
-        except (NotFound, UpstreamError, UpstreamUnavailable):
+        except (NotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout):
             return completed  # the upload is done; only the tag is in doubt
         if info.size != size:
             return completed  # another writer replaced the key since: keep our own tag
@@ -405,15 +508,13 @@ class S3Store:
         data: memoryview,
         source: UploadSource,
         content_type: str,
-        conditions: dict[str, str],
+        commit: Commit,
     ) -> StoredObject:
         sha256 = source.sha256()
-        async with s3_errors("PutObject"):
+        async with commit() as conditions, self._call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                # Bytes, not a file-like PartBody, spare a small object botocore's
-                # "Expect: 100-continue" round trip.
                 Body=bytes(data),
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
@@ -424,7 +525,7 @@ class S3Store:
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
-        async with s3_errors("DeleteObject"):
+        async with self._call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
         # After the object: a failure in between leaves a record that matches
         # nothing, never an object that lost its digest.
@@ -455,14 +556,17 @@ class S3Store:
         items = [info for info in infos if info is not None]
         return ObjectPage(items, listed[-1] if truncated else None)
 
-    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[Sequence[str], bool]:
+    # builtins.list: in the class body, ``list`` is the method above.
+    async def _list_keys(
+        self, prefix: str, after: str, limit: int
+    ) -> tuple[builtins.list[str], bool]:
         """One ListObjectsV2 page: its keys, and whether more follow."""
         if _among_records(after) and after < PAST_RESERVED:
             after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
             params["StartAfter"] = after
-        async with s3_errors("ListObjectsV2"):
+        async with self._call("ListObjectsV2"):
             response = await self._client.list_objects_v2(**params)
         listed = [str(item["Key"]) for item in response.get("Contents", [])]
         return listed, bool(response.get("IsTruncated")) and bool(listed)
@@ -478,7 +582,7 @@ class S3Reader:
         self,
         store: S3Store,
         info: ObjectInfo,
-        response: dict[str, Any] | None = None,
+        response: GetObjectOutputTypeDef | None = None,
         fetched: ByteRange | None = None,
     ) -> None:
         self._store = store
@@ -497,7 +601,7 @@ class S3Reader:
 
     async def _refetch(
         self, byte_range: ByteRange | None
-    ) -> tuple[dict[str, Any], ByteRange | None]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None]:
         spec = byte_range.spec() if byte_range is not None else None
         try:
             # If-Match pins the version the headers already describe.
@@ -523,7 +627,7 @@ class S3Reader:
         return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
-async def _iter_body(body: Any) -> AsyncIterator[bytes]:
+async def _iter_body(body: StreamingBody) -> AsyncIterator[bytes]:
     async with body, s3_errors("GetObject body"):
         async for chunk in body.iter_chunks(READ_CHUNK):
             yield chunk
@@ -546,7 +650,7 @@ def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _M
     return _MultipartEtags.OTHER
 
 
-def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
+def _info_from(key: str, response: ObjectHead, size: int) -> ObjectInfo:
     metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
     modified = response.get("LastModified") or datetime.now(UTC)
     return ObjectInfo(
@@ -560,7 +664,7 @@ def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
     )
 
 
-def _content_md5(response: dict[str, Any]) -> str | None:
+def _content_md5(response: ObjectHead) -> str | None:
     """The body's MD5 where the ETag is one."""
     match = _PLAIN_ETAG_RE.fullmatch(response.get("ETag") or "")
     if match is None or response.get("SSECustomerAlgorithm"):
