@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 
 from aiohttp import web
 
 from ..auth import Authorizer
-from ..cache import open_caching_store
+from ..cache import Clock, SystemClock, open_caching_store
 from ..config import Config
 from ..storage.base import Store
 from ..storage.fs import open_fs_store
@@ -27,7 +28,9 @@ from .middlewares import auth_middleware, in_flight_middleware, metrics_middlewa
 KEY = r"{key:[\s\S]*}"
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    """The app for ``config``; ``clock`` times the cache's idle expiry and
+    revalidation (the system's by default: tests pass one they move themselves)."""
     # Metrics see the final answer; errors from the inner middlewares become JSON;
     # CORS preflights are answered before access control (browsers send no token).
     app = web.Application(
@@ -45,7 +48,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics(lambda: uploads.in_use)
     app[IN_FLIGHT] = InFlight()
     app.on_response_prepare.append(add_cors_headers)
-    app.cleanup_ctx.append(_store_context)
+    app.cleanup_ctx.append(partial(_store_context, clock=clock or SystemClock()))
     _add_routes(app)
     return app
 
@@ -56,7 +59,7 @@ def _open_store(config: Config) -> AbstractAsyncContextManager[Store]:
     return open_fs_store(config.fs.dir)
 
 
-async def _store_context(app: web.Application) -> AsyncIterator[None]:
+async def _store_context(app: web.Application, clock: Clock) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         store: Store = await stack.enter_async_context(_open_store(config))
@@ -64,7 +67,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         if config.backend == "s3" and config.cache.enabled:
             origin = f"{config.s3.endpoint_url or 'aws'} {config.s3.bucket}"
             cached = await stack.enter_async_context(
-                open_caching_store(store, config.cache, origin)
+                open_caching_store(store, config.cache, origin, clock)
             )
             store, cache_figures = cached, cached.figures
         app[METRICS].watch_store(store.stats, cache_figures)
