@@ -43,7 +43,7 @@ MULTIPART = 2 * PART_SIZE + 1000
 FIRST = PART_SIZE + 70_000  # bytes sent before the upload pauses: one part is in S3
 # Sweep every 2 s (a quarter of this); a part younger than this is activity.
 IDLE_LIMIT = 8.0
-SWEEPS = 20.0  # seconds to wait for a few sweeps under load
+SWEEPS = 40.0  # seconds to wait for a few sweeps (of up to IDLE_LIMIT) on a loaded machine
 
 
 def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
