@@ -29,6 +29,8 @@ from rclone_rig import (
     rclone_bucket_fixture,  # noqa: F401
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending
+from rigs.s3 import unfinished_uploads as pending
 
 from vidproxy.config import Config
 from vidproxy.web.appkeys import STORE
@@ -53,10 +55,6 @@ def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
         return []
 
 
-async def pending(s3: Any, bucket: str) -> list[str]:
-    return [u["Key"] for u in await asyncio.to_thread(uploads, s3, bucket)]
-
-
 def orphan(s3: Any, bucket: str, key: str, *, parts: int = 1) -> str:
     """An upload left by a process that died: its parts, no Complete."""
     upload_id = str(s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
@@ -79,11 +77,8 @@ async def wait_for_sweeps(client: Client, count: int, wait_until: Wait) -> None:
     await wait_until(swept, f"{count} more sweeps", within=SWEEPS)
 
 
-async def nothing_pending(s3: Any, bucket: str, wait_until: Wait) -> None:
-    async def none() -> bool:
-        return await pending(s3, bucket) == []
-
-    await wait_until(none, "every stale upload to be aborted", within=SWEEPS)
+async def all_stale_aborted(s3: Any, bucket: str) -> None:
+    await nothing_pending(lambda: pending(s3, bucket), SWEEPS, "every stale upload to be aborted")
 
 
 def sweeping(make_config: MakeConfig, limit: float = IDLE_LIMIT, **s3: Any) -> Config:
@@ -102,7 +97,7 @@ async def test_an_upload_is_stale_once_its_newest_part_is_older_than_the_limit(
     await wait_for_sweeps(client, 2, wait_until)
     assert await pending(s3, bucket) == ["recent.mp4"]
     # Idle from now on: a sweep after IDLE_LIMIT seconds aborts it.
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
 
 
 async def test_an_upload_without_parts_is_aborted_only_by_a_second_sweep(
@@ -115,7 +110,7 @@ async def test_an_upload_without_parts_is_aborted_only_by_a_second_sweep(
 ) -> None:
     orphan(s3, bucket, "empty.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     order = [
         "list" if is_list_uploads(r) else "abort"
         for r in s3_faults.seen
@@ -227,11 +222,11 @@ async def test_an_abort_that_loses_the_race_to_another_replica_keeps_the_sweeper
     s3_faults.rule = other_replica_first
     orphan(s3, bucket, "first.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert lost == ["first.mp4"]
     s3_faults.rule = None
     orphan(s3, bucket, "later.mp4", parts=0)
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     aborts = s3_faults.requests(lambda r: r.method == "DELETE" and "uploadId" in r.query)
     assert [r.answered for r in aborts] == [404, 204]
     assert sweeps_started(client) >= 3
@@ -263,7 +258,7 @@ async def test_a_sweep_failing_in_an_unforeseen_way_is_logged_and_the_next_runs(
     s3_faults.rule = listing_without_ids
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert garbled["left"] == 0
     failures = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(failures) == 2
@@ -290,7 +285,7 @@ async def test_a_sweep_s3_refuses_is_a_warning_and_the_next_runs(
     s3_faults.rule = deny_listing
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     warnings = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(warnings) == 2
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)
