@@ -33,6 +33,7 @@ from rclone_rig import (
     new_bucket,
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import put
 
 from vidproxy.config import Config
 from vidproxy.keys import is_reserved
@@ -181,12 +182,6 @@ def rig(request: pytest.FixtureRequest) -> Rig:
 @pytest.fixture(params=["moto", "rclone"])
 def s3_rig(request: pytest.FixtureRequest) -> Rig:
     return make_rig(str(request.param), request)
-
-
-async def put(client: Client, key: str, body: bytes, **headers: str) -> dict[str, Any]:
-    response = await client.put(f"/videos/{key}", data=body, headers=headers)
-    assert response.status == 201, await response.text()
-    return await response.json()  # type: ignore[no-any-return]
 
 
 async def assert_reports(

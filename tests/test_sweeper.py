@@ -29,6 +29,8 @@ from rclone_rig import (
     rclone_bucket_fixture,  # noqa: F401
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending
+from rigs.s3 import unfinished_uploads as pending
 
 from vidproxy.config import Config
 from vidproxy.web.appkeys import STORE
@@ -53,10 +55,6 @@ def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
         return []
 
 
-async def pending(s3: Any, bucket: str) -> list[str]:
-    return [u["Key"] for u in await asyncio.to_thread(uploads, s3, bucket)]
-
-
 def orphan(s3: Any, bucket: str, key: str, *, parts: int = 1) -> str:
     """An upload left by a process that died: its parts, no Complete."""
     upload_id = str(s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
@@ -79,11 +77,8 @@ async def wait_for_sweeps(client: Client, count: int, wait_until: Wait) -> None:
     await wait_until(swept, f"{count} more sweeps", within=SWEEPS)
 
 
-async def nothing_pending(s3: Any, bucket: str, wait_until: Wait) -> None:
-    async def none() -> bool:
-        return await pending(s3, bucket) == []
-
-    await wait_until(none, "every stale upload to be aborted", within=SWEEPS)
+async def all_stale_aborted(s3: Any, bucket: str) -> None:
+    await nothing_pending(lambda: pending(s3, bucket), SWEEPS, "every stale upload to be aborted")
 
 
 def sweep_requests(s3_faults: S3Faults) -> list[str]:
@@ -117,7 +112,7 @@ async def test_an_upload_is_stale_once_its_newest_part_is_older_than_the_limit(
     # moto says it began in 2010; its part, just sent, says it is alive.
     orphan(s3, bucket, "recent.mp4")
     await start_vidproxy(sweeping(make_config, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)  # idle from now on: aborted in time
+    await all_stale_aborted(s3, bucket)  # idle from now on: aborted in time
     order = sweep_requests(s3_faults)
     # The sweep at start looked at its parts and kept it; a later one aborted it.
     assert order[:2] == ["list", "parts"], order
@@ -134,7 +129,7 @@ async def test_an_upload_without_parts_is_aborted_only_by_a_second_sweep(
 ) -> None:
     orphan(s3, bucket, "empty.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     order = [r for r in sweep_requests(s3_faults) if r != "parts"]
     assert order[:3] == ["list", "list", "abort"], order
     assert sweeps_started(client) >= 2
@@ -242,11 +237,11 @@ async def test_an_abort_that_loses_the_race_to_another_replica_keeps_the_sweeper
     s3_faults.rule = other_replica_first
     orphan(s3, bucket, "first.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert lost == ["first.mp4"]
     s3_faults.rule = None
     orphan(s3, bucket, "later.mp4", parts=0)
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     aborts = s3_faults.requests(lambda r: r.method == "DELETE" and "uploadId" in r.query)
     assert [r.answered for r in aborts] == [404, 204]
     assert sweeps_started(client) >= 3
@@ -278,7 +273,7 @@ async def test_a_sweep_failing_in_an_unforeseen_way_is_logged_and_the_next_runs(
     s3_faults.rule = listing_without_ids
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert garbled["left"] == 0
     failures = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(failures) == 2
@@ -305,7 +300,7 @@ async def test_a_sweep_s3_refuses_is_a_warning_and_the_next_runs(
     s3_faults.rule = deny_listing
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     warnings = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(warnings) == 2
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)
