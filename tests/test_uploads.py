@@ -479,3 +479,24 @@ async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
     await wait_until(gone, "the expired upload swept", within=10)
     metrics = await (await client.get("/metrics")).text()
     assert 'vidproxy_tus_uploads_total{event="expired"} 1.0' in metrics
+
+
+async def test_head_while_a_patch_runs_shows_its_durable_progress(
+    client: TestClient[Any, Any], raw_connect: Connect, wait_until: Any
+) -> None:
+    body = payload(12 * MiB, seed=9)
+    location = await create(client, len(body), key="watched")
+    connection = await send_part_of_a_patch(
+        raw_connect, client, location, 0, len(body), body[: 6 * MiB]
+    )
+
+    async def first_part_durable() -> bool:
+        return await offset_of(client, location) >= 4 * MiB
+
+    # The HEADs read the record while the PATCH keeps writing it (If-Match on S3).
+    await wait_until(first_part_durable, "the first 4 MiB durable during the PATCH")
+    await connection.send(body[6 * MiB :])
+    response = await connection.response()
+    assert response.status == 204, response.body
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "watched") == body

@@ -198,10 +198,6 @@ class S3Store:
     def count_part(self) -> None:
         self._count_part()
 
-    async def etag_as_read(self, key: str, completed: str, size: int) -> str:
-        """The ETag HEAD and GET will show for a multipart object just completed."""
-        return await self._etag_as_read(key, completed, size, None)
-
     def _count_request(self, model: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
 

@@ -86,10 +86,6 @@ class S3Resumable:
         self._cfg = store.config
         self._expire_after = expire_after
         self._on_stored = on_stored
-        # The ETag each record had when this process last read or wrote it: the
-        # next write is conditional on it (If-Match), so a replica that wrote in
-        # between makes ours fail instead of being overwritten.
-        self._etags: dict[str, str] = {}
 
     # ---- records ------------------------------------------------------------
 
@@ -106,11 +102,13 @@ class S3Resumable:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("upload record %s is unreadable: %s", upload_id, exc)
             raise ObjectDamaged("the record of this upload is damaged") from None
-        self._etags[upload_id] = str(response.get("ETag", ""))
+        # The next write is conditional on this tag (If-Match): a replica that
+        # wrote in between makes ours fail instead of being overwritten.
+        record.stored_etag = str(response.get("ETag", "")) or None
         return record
 
     async def save(self, record: UploadRecord) -> None:
-        etag = self._etags.get(record.id)
+        etag = record.stored_etag
         await self._put_record(record, {"IfMatch": etag} if etag else {})
 
     async def _put_record(self, record: UploadRecord, conditions: dict[str, str]) -> None:
@@ -129,9 +127,8 @@ class S3Resumable:
                 )
         except PreconditionFailed:
             # Another replica wrote the record since we read it: it owns the upload now.
-            self._etags.pop(record.id, None)
             raise UploadLocked("another request wrote this upload meanwhile; ask HEAD") from None
-        self._etags[record.id] = str(response.get("ETag", ""))
+        record.stored_etag = str(response.get("ETag", "")) or None
 
     async def records(self) -> AsyncIterator[UploadRecord]:
         async for key in self._list(RECORDS_PREFIX):
@@ -169,7 +166,6 @@ class S3Resumable:
             if key != record_key(record.id):
                 await self._delete(key)
         await self._delete(record_key(record.id))
-        self._etags.pop(record.id, None)
 
     async def _delete(self, key: str) -> None:
         async with s3_errors("DeleteObject"):
@@ -242,6 +238,7 @@ class S3Resumable:
         return Part(number, str(response["ETag"]), len(data))
 
     async def complete(self, record: UploadRecord) -> str:
+        """CompleteMultipartUpload; returns the ETag it answered."""
         conditions = {"IfNoneMatch": "*"} if record.create_only else {}
         parts = [{"PartNumber": p.number, "ETag": p.etag} for p in record.parts]
         async with s3_errors("CompleteMultipartUpload"):
@@ -252,8 +249,12 @@ class S3Resumable:
                 MultipartUpload={"Parts": parts},
                 **conditions,
             )
-        size = record.parts_size
-        return await self._store.etag_as_read(record.key, str(response["ETag"]), size)
+        return str(response["ETag"])
+
+    async def record_digest(self, record: UploadRecord, completed: str, sha256: str) -> str:
+        """The SHA-256 record beside the object (S3 fixed its metadata at Create);
+        returns the ETag HEAD and GET show."""
+        return await self._store.record_completed(record.key, completed, record.parts_size, sha256)
 
     async def put_whole(
         self, record: UploadRecord, data: memoryview, content_type: str, sha256: str
@@ -305,8 +306,14 @@ class _Append:
         self._hash = resume_hash(record)
         if self._hash is None:
             record.sha256_lost = True
-        # Parts in flight, in order, each with the hash state at its end.
-        self._inflight: deque[tuple[asyncio.Task[Part], str | None]] = deque()
+        # Parts in flight, in order, each with the hash state at its end; the lander
+        # saves each in the record as soon as it and all before it are stored, while
+        # the body goes on arriving.
+        # None instead of a task marks the end of the body.
+        self._inflight: deque[tuple[asyncio.Task[Part] | None, str | None]] = deque()
+        self._slots = asyncio.Semaphore(s3.concurrency)
+        self._arrived = asyncio.Event()
+        self._lander: asyncio.Task[None] | None = None
         self._old_tails: list[str] = []
 
     async def run(self) -> StoredObject | None:
@@ -352,10 +359,14 @@ class _Append:
             record.content_type = content_type
             record.s3_upload_id = await self._s3.create_multipart(record, content_type)
             await self._s3.save(record)  # so an abort can always find it
-        while len(self._inflight) >= self._s3.concurrency:
-            await self._land_oldest()
+        if self._lander is None:
+            self._lander = asyncio.ensure_future(self._land_in_order())
+        elif self._lander.done():
+            await self._lander  # it failed: raise that
+        await self._slots.acquire()
         task = asyncio.ensure_future(self._upload(number, buffer))
         self._inflight.append((task, self._hash_state()))
+        self._arrived.set()
 
     async def _upload(self, number: int, buffer: memoryview) -> Part:
         try:
@@ -363,10 +374,22 @@ class _Append:
         finally:
             self._buffers.give_back(buffer)
 
-    async def _land_oldest(self) -> None:
-        task, state = self._inflight[0]
-        part = await task
-        self._inflight.popleft()
+    async def _land_in_order(self) -> None:
+        while True:
+            while not self._inflight:
+                self._arrived.clear()
+                await self._arrived.wait()
+            task, state = self._inflight[0]
+            if task is None:
+                return
+            part = await task
+            self._inflight.popleft()
+            self._slots.release()
+            self._land(part, state)
+            if not self._verified_at_end:
+                await self._s3.save(self._record)  # the offset now promises this part
+
+    def _land(self, part: Part, state: str | None) -> None:
         record = self._record
         record.parts.append(part)
         if record.tail_key is not None:
@@ -374,17 +397,22 @@ class _Append:
         record.tail_key, record.tail_size = None, 0
         record.offset = record.parts_size
         record.sha256_state = state
-        if not self._verified_at_end:
-            await self._s3.save(record)  # the offset now promises this part
 
     async def _land_all(self) -> None:
-        while self._inflight:
-            await self._land_oldest()
+        if self._lander is None:
+            return
+        self._inflight.append((None, None))
+        self._arrived.set()
+        await self._lander
+        self._inflight.clear()
 
     async def _cancel_inflight(self) -> None:
-        for task, _ in self._inflight:
+        tasks: list[asyncio.Future[Any]] = [t for t, _ in self._inflight if t is not None]
+        if self._lander is not None:
+            tasks.append(self._lander)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*(task for task, _ in self._inflight), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._inflight.clear()
 
     async def _settle(self, number: int, rest: memoryview, grew: bool) -> StoredObject | None:
@@ -428,12 +456,13 @@ class _Append:
             content_type = record.content_type or content_type_for(record, rest)
             if len(rest):
                 record.parts.append(await self._s3.upload_part(record, number, rest))
-            etag = await self._s3.complete(record)
+            completed = await self._s3.complete(record)
             sha256 = (
                 self._hash.hexdigest()
                 if self._hash is not None
                 else await self._s3.sha256_of_object(record.key)
             )
+            etag = await self._s3.record_digest(record, completed, sha256)
         stored = StoredObject(record.key, record.length or 0, etag, content_type, sha256)
         await self._s3.stored(stored)
         if record.tail_key is not None:
