@@ -1,8 +1,9 @@
 """tus 1.0.0 at /uploads, raw HTTP: every status the protocol answers, on fs and
-on S3 (moto), bytes compared with what GET /videos gives back."""
+on S3 (moto, and rclone serve s3), bytes compared with what GET /videos gives back."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from botocore.exceptions import ClientError
 from conftest import Connect, RawConnection
+from rclone_rig import boto3_client, new_bucket, rclone_endpoint_fixture  # noqa: F401
 
 from vidproxy.config import Config
 from vidproxy.units import MiB
@@ -20,6 +23,64 @@ from vidproxy.units import MiB
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
 PART = 5 * MiB
+
+
+@pytest.fixture(params=["fs", "s3", "rclone"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def s3_side(backend: str, request: pytest.FixtureRequest) -> tuple[Any, str] | None:
+    """A boto3 client and the bucket vidproxy stores in, to look behind its back."""
+    if backend == "s3":
+        return request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    if backend == "rclone":
+        s3 = boto3_client(request.getfixturevalue("rclone_endpoint"))
+        return s3, new_bucket(s3)
+    return None
+
+
+@pytest.fixture
+def tus_config(
+    backend: str,
+    make_config: Callable[..., Config],
+    s3_side: tuple[Any, str] | None,
+    request: pytest.FixtureRequest,
+) -> Callable[..., Config]:
+    def make(**sections: dict[str, Any]) -> Config:
+        if backend != "rclone":
+            return make_config(backend, **sections)
+        assert s3_side is not None
+        endpoint = request.getfixturevalue("rclone_endpoint")
+        s3 = {"endpoint_url": endpoint, "bucket": s3_side[1], **sections.pop("s3", {})}
+        return make_config("s3", s3=s3, **sections)
+
+    return make
+
+
+@pytest.fixture
+async def client(
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> TestClient[Any, Any]:
+    return await start_vidproxy(tus_config())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def pending_uploads(s3_side: tuple[Any, str] | None, tmp_path: Any) -> Callable[[], Any]:
+    """Multipart uploads left in the bucket; on fs, upload data files left."""
+
+    async def pending() -> list[str]:
+        if s3_side is None:
+            return sorted(p.name for p in (tmp_path / "data" / "uploads").glob("*.data"))
+        s3, bucket = s3_side
+        try:
+            response = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        except ClientError:
+            return []  # rclone: NoSuchUpload for a bucket that never had one
+        return [upload["Key"] for upload in response.get("Uploads", [])]
+
+    return pending
 
 
 def metadata(**pairs: str) -> str:
@@ -438,16 +499,16 @@ async def test_a_second_patch_while_one_runs_gets_423(
     assert await fetched(client, "locked") == b"a" * 100
 
 
-def expire_record(backend: str, request: pytest.FixtureRequest, upload_id: str) -> None:
+def expire_record(s3_side: tuple[Any, str] | None, tmp_path: Any, upload_id: str) -> None:
     """Move the record's expiry into the past, as time would."""
     name = f"{upload_id}.info"
-    if backend == "fs":
-        path = request.getfixturevalue("tmp_path") / "data" / "uploads" / name
+    if s3_side is None:
+        path = tmp_path / "data" / "uploads" / name
         record = json.loads(path.read_text())
         record["expires"] = time.time() - 1
         path.write_text(json.dumps(record))
         return
-    s3, bucket = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    s3, bucket = s3_side
     key = f".vidproxy/uploads/{name}"
     record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     record["expires"] = time.time() - 1
@@ -455,20 +516,20 @@ def expire_record(backend: str, request: pytest.FixtureRequest, upload_id: str) 
 
 
 async def test_an_expired_upload_gets_410(
-    client: TestClient[Any, Any], backend: str, request: pytest.FixtureRequest
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, tmp_path: Any
 ) -> None:
     location = await create(client, 10)
     assert (await patch(client, location, 0, b"abc")).status == 204
-    expire_record(backend, request, location.rsplit("/", 1)[1])
+    expire_record(s3_side, tmp_path, location.rsplit("/", 1)[1])
     await error_of(await client.head(location, headers=TUS), 410, "upload_expired")
     await error_of(await patch(client, location, 3, b"def"), 410, "upload_expired")
 
 
 async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
-    backend: str, make_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
     pending_uploads: Any, wait_until: Any,
 ) -> None:  # fmt: skip
-    client = await start_vidproxy(make_config(backend, uploads={"expire_after": 1}))
+    client = await start_vidproxy(tus_config(uploads={"expire_after": 1}))
     location = await create(client, 20 * MiB)
     assert (await patch(client, location, 0, payload(6 * MiB))).status == 204
 
