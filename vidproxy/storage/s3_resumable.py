@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import (
     NotFound,
     ObjectDamaged,
+    OffsetMismatch,
     PreconditionFailed,
     UploadLocked,
     UpstreamError,
@@ -226,14 +227,18 @@ class S3Resumable:
         return str(response["UploadId"])
 
     async def upload_part(self, record: UploadRecord, number: int, data: memoryview) -> Part:
-        async with s3_errors("UploadPart"):
-            response = await self._client.upload_part(
-                Bucket=self._bucket,
-                Key=record.key,
-                UploadId=record.s3_upload_id,
-                PartNumber=number,
-                Body=PartBody(data),
-            )
+        try:
+            async with s3_errors("UploadPart"):
+                response = await self._client.upload_part(
+                    Bucket=self._bucket,
+                    Key=record.key,
+                    UploadId=record.s3_upload_id,
+                    PartNumber=number,
+                    Body=PartBody(data),
+                )
+        except (NotFound, UpstreamError):
+            await self._raise_if_taken_over(record)
+            raise
         self._store.count_part()
         return Part(number, str(response["ETag"]), len(data))
 
@@ -241,15 +246,33 @@ class S3Resumable:
         """CompleteMultipartUpload; returns the ETag it answered."""
         conditions = {"IfNoneMatch": "*"} if record.create_only else {}
         parts = [{"PartNumber": p.number, "ETag": p.etag} for p in record.parts]
-        async with s3_errors("CompleteMultipartUpload"):
-            response = await self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=record.key,
-                UploadId=record.s3_upload_id,
-                MultipartUpload={"Parts": parts},
-                **conditions,
-            )
+        try:
+            async with s3_errors("CompleteMultipartUpload"):
+                response = await self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=record.key,
+                    UploadId=record.s3_upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **conditions,
+                )
+        except (NotFound, UpstreamError):
+            await self._raise_if_taken_over(record)
+            raise
         return str(response["ETag"])
+
+    async def _raise_if_taken_over(self, record: UploadRecord) -> None:
+        """An S3 call on the multipart upload failed: if another request (another
+        replica) wrote the record meanwhile, it finished or ended the upload (moto
+        answers 500, AWS 404 to a part for a completed upload): that is a 409."""
+        try:
+            async with s3_errors("HeadObject"):
+                head = await self._client.head_object(
+                    Bucket=self._bucket, Key=record_key(record.id)
+                )
+        except NotFound:
+            raise OffsetMismatch("another request ended this upload") from None
+        if str(head.get("ETag", "")) != record.stored_etag:
+            raise OffsetMismatch("another request moved this upload on; ask HEAD") from None
 
     async def record_digest(self, record: UploadRecord, completed: str, sha256: str) -> str:
         """The SHA-256 record beside the object (S3 fixed its metadata at Create);
