@@ -539,7 +539,7 @@ async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
 
     await wait_until(gone, "the expired upload swept", within=10)
     metrics = await (await client.get("/metrics")).text()
-    assert 'vidproxy_tus_uploads_total{event="expired"} 1.0' in metrics
+    assert counter(metrics, 'vidproxy_tus_uploads_total{event="expired"}') == 1
 
 
 async def test_head_while_a_patch_runs_shows_its_durable_progress(
@@ -561,3 +561,46 @@ async def test_head_while_a_patch_runs_shows_its_durable_progress(
     assert response.status == 204, response.body
     assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
     assert await fetched(client, "watched") == body
+
+
+def counter(metrics: str, name: str) -> float:
+    """The value of the sample ``name`` (labels included), 0 if absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_the_stale_upload_sweep_leaves_live_tus_uploads_alone(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any], wait_until: Any
+) -> None:
+    # moto dates every multipart upload in 2010: each one is "stale" at once.
+    config = make_config("s3", s3={"abort_stale_uploads_after": 1})
+    client = await start_vidproxy(config)
+    body = payload(7 * MiB)
+    location = await create(client, len(body), key="kept")
+    assert (await patch(client, location, 0, body[: 6 * MiB])).status == 204
+    sweeps = 'vidproxy_s3_requests_total{operation="ListMultipartUploads"}'
+
+    async def swept_twice_more(start: float) -> bool:
+        metrics = await (await client.get("/metrics")).text()
+        return counter(metrics, sweeps) >= start + 2
+
+    start = counter(await (await client.get("/metrics")).text(), sweeps)
+    await wait_until(lambda: swept_twice_more(start), "two more stale-upload sweeps", within=10)
+    assert (await patch(client, location, 6 * MiB, body[6 * MiB :])).status == 204
+    assert await fetched(client, "kept") == body
+
+
+async def test_metrics_count_tus_uploads_and_bytes(client: TestClient[Any, Any]) -> None:
+    body = payload(6 * MiB)
+    location = await create(client, len(body), key="counted")
+    await patch(client, location, 0, body[:1000])
+    assert (await client.head(location, headers=TUS)).status == 200  # where to resume
+    await patch(client, location, 1000, body[1000:])
+    abandoned = await create(client, 10)
+    await client.delete(abandoned, headers=TUS)
+    metrics = await (await client.get("/metrics")).text()
+    for event, count in (("created", 2), ("resumed", 1), ("completed", 1), ("terminated", 1)):
+        assert counter(metrics, f'vidproxy_tus_uploads_total{{event="{event}"}}') == count
+    assert counter(metrics, "vidproxy_tus_stored_bytes_total") == len(body)
