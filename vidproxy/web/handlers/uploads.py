@@ -221,6 +221,7 @@ async def delete(request: web.Request) -> web.Response:
 async def override(request: web.Request) -> web.StreamResponse:
     """POST /uploads/{id} with X-HTTP-Method-Override (for clients and proxies
     that cannot send PATCH or DELETE)."""
+    check_version(request.headers.get("Tus-Resumable"))
     method = _method(request)
     handlers = {"PATCH": patch, "DELETE": delete, "HEAD": head}
     if method not in handlers:
