@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
-from e2e.support import poll, stop_server
+from conftest import NO_STALE_UPLOAD_SWEEP_ENV
+from rigs.polling import poll
+from rigs.processes import free_port, stop_process
 
 from vidproxy.config import load_config
 from vidproxy.web.server import CANCEL_GRACE_SECONDS
@@ -229,7 +230,7 @@ def make_topology(
         yield make
     finally:
         for proc in reversed(procs):
-            stop_server(proc)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
