@@ -604,3 +604,25 @@ async def test_metrics_count_tus_uploads_and_bytes(client: TestClient[Any, Any])
     for event, count in (("created", 2), ("resumed", 1), ("completed", 1), ("terminated", 1)):
         assert counter(metrics, f'vidproxy_tus_uploads_total{{event="{event}"}}') == count
     assert counter(metrics, "vidproxy_tus_stored_bytes_total") == len(body)
+
+
+async def test_a_page_on_another_origin_may_speak_tus(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    origin = "https://page.example"
+    client = await start_vidproxy(make_config("fs", server={"cors_origins": [origin]}))
+    location = await create(client, 3)
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "tus-resumable, upload-offset, content-type",
+    }
+    for path in ("/uploads", location):
+        response = await client.options(path, headers=preflight)
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert "Upload-Offset" in response.headers["Access-Control-Allow-Headers"]
+    assert "PATCH" in response.headers["Access-Control-Allow-Methods"]
+    response = await patch(client, location, 0, b"abc", Origin=origin)
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert {"Upload-Offset", "X-Video-Key", "Tus-Resumable"} <= set(exposed.split(", "))
