@@ -363,6 +363,7 @@ async def auth_answers(probe: Probe, client: Client) -> None:
     query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
     await probe.send(client, "GET", "/videos/{key}", KEY, params=query, expect=200)
     await probe.send(client, "GET", "/download/{key}", KEY, params=query, expect=200)
+    await signed_tus_answers(probe, client)
     forged = {**query, "sig": "0" * 64}
     for method in ("GET", "HEAD"):
         for template in ("/videos/{key}", "/download/{key}"):
@@ -561,6 +562,23 @@ async def tus_expired_answers(probe: Probe, client: Client, data_dir: Path) -> N
     await probe.send(
         client, "PATCH", item, upload_id, data=b"a", headers=at, expect=410, code="upload_expired"
     )
+
+
+async def signed_tus_answers(probe: Probe, client: Client) -> None:
+    """A signed tus creation URL from /sign, and the upload's own signed Location."""
+    grant = {"key": "tus/signed.bin", "method": "POST"}
+    signed = await probe.send(client, "POST", "/sign", json=grant, headers=WRITER, expect=200)
+    query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
+    start = {**TUS, "Upload-Length": "3"}
+    created = await probe.send(client, "POST", "/uploads", params=query, headers=start, expect=201)
+    location = urlsplit(created.headers["Location"])
+    upload_id, own = location.path.rsplit("/", 1)[1], dict(parse_qsl(location.query))
+    at = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    item = "/uploads/{upload_id}"
+    await probe.send(client, "PATCH", item, upload_id, params=own, headers=at, data=b"abc",
+                     expect=204)  # fmt: skip
+    forged = {**own, "sig": "0" * 64}
+    await probe.send(client, "HEAD", item, upload_id, params=forged, headers=TUS, expect=403)
 
 
 async def store_failure_answers(probe: Probe, client: Client, status: str) -> None:

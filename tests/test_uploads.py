@@ -626,3 +626,48 @@ async def test_a_page_on_another_origin_may_speak_tus(
     response = await patch(client, location, 0, b"abc", Origin=origin)
     exposed = response.headers["Access-Control-Expose-Headers"]
     assert {"Upload-Offset", "X-Video-Key", "Tus-Resumable"} <= set(exposed.split(", "))
+
+
+async def test_a_signed_creation_url_and_the_upload_s_own_signed_location(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    auth = {"write_tokens": ["w"], "read_tokens": ["r"], "signing_key": "k"}
+    client = await start_vidproxy(make_config("fs", auth=auth))
+    writer = {"Authorization": "Bearer w"}
+    await error_of(await client.post("/uploads", headers={**TUS, "Upload-Length": "3"}), 401,
+                   "unauthorized")  # fmt: skip
+    grant = await client.post("/sign", json={"key": "s/a.bin", "method": "POST"}, headers=writer)
+    url = (await grant.json())["url"]
+    assert url.startswith("/uploads?key=s%2Fa.bin&expires=")
+    other = {**TUS, "Upload-Length": "3", "Upload-Metadata": metadata(key="s/other.bin")}
+    await error_of(await client.post(url, headers=other), 403, "forbidden")
+    response = await client.post(url, headers={**TUS, "Upload-Length": "6"})
+    assert response.status == 201
+    assert response.headers["X-Video-Key"] == "s/a.bin"
+    location = response.headers["Location"]
+    assert "&sig=" in location
+    bare = location.split("?")[0]
+    await error_of(await patch(client, bare, 0, b"abc"), 401, "unauthorized")
+    assert (await patch(client, location, 0, b"abc")).status == 204
+    assert (await client.head(location, headers=TUS)).headers["Upload-Offset"] == "3"
+    forged = location.rsplit("=", 1)[0] + "=" + "0" * 64
+    await error_of(await patch(client, forged, 3, b"def"), 403, "forbidden")
+    assert (await patch(client, location, 3, b"def")).status == 204
+    assert await (await client.get("/videos/s/a.bin", headers=writer)).read() == b"abcdef"
+
+
+async def test_tokens_guard_uploads_as_they_guard_put_and_get(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    auth = {"write_tokens": ["w"], "read_tokens": ["r"]}
+    client = await start_vidproxy(make_config("fs", auth=auth))
+    reader, writer = {"Authorization": "Bearer r"}, {"Authorization": "Bearer w"}
+    assert (await client.options("/uploads", headers=reader)).status == 204
+    assert (await client.options("/uploads")).status == 401
+    await error_of(await client.post("/uploads", headers={**TUS, **reader, "Upload-Length": "1"}),
+                   403, "forbidden")  # fmt: skip
+    created = await client.post("/uploads", headers={**TUS, **writer, "Upload-Length": "1"})
+    location = created.headers["Location"]
+    assert (await client.head(location, headers={**TUS, **reader})).status == 200
+    await error_of(await patch(client, location, 0, b"x", **reader), 403, "forbidden")
+    assert (await patch(client, location, 0, b"x", **writer)).status == 204

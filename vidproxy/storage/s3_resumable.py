@@ -29,12 +29,14 @@ from ..errors import (
     ObjectDamaged,
     OffsetMismatch,
     PreconditionFailed,
+    TooLarge,
     UploadLocked,
     UpstreamError,
     UpstreamUnavailable,
 )
 from ..keys import RESERVED_PREFIX
 from ..media import SNIFF_BYTES, choose_content_type
+from ..s3limits import MAX_PARTS
 from ..uploads.record import Part, UploadRecord
 from ..uploads.sha256state import Sha256
 from .base import AppendSource, StoredObject
@@ -349,13 +351,15 @@ class _Append:
             tail_bytes, hashed = filled, filled
             while True:
                 filled += await self._source.readinto(buffer[filled:])
+                if filled and number > MAX_PARTS:  # past the plan's capacity
+                    raise TooLarge(f"one upload holds at most {self._plan.capacity()} bytes")
                 if filled < len(buffer):
                     break
                 await self._feed_hash(buffer[hashed:filled])
                 part, buffer = buffer, None  # the part's task gives it back once sent
                 await self._send_part(number, part)
                 number += 1
-                buffer = await self._buffers.take(self._plan.size_of(number))
+                buffer = await self._buffers.take(self._plan.size_of(min(number, MAX_PARTS)))
                 filled = hashed = tail_bytes = 0
             await self._feed_hash(buffer[hashed:filled])
             await self._land_all()
