@@ -671,3 +671,39 @@ async def test_tokens_guard_uploads_as_they_guard_put_and_get(
     assert (await client.head(location, headers={**TUS, **reader})).status == 200
     await error_of(await patch(client, location, 0, b"x", **reader), 403, "forbidden")
     assert (await patch(client, location, 0, b"x", **writer)).status == 204
+
+
+async def test_a_stalled_patch_gets_408_and_keeps_what_arrived(
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any], raw_connect: Connect
+) -> None:
+    client = await start_vidproxy(tus_config(server={"body_timeout": 0.5}))
+    location = await create(client, 100)
+    connection = await send_part_of_a_patch(raw_connect, client, location, 0, 100, b"s" * 40)
+    response = await connection.response()
+    assert response.status == 408
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert await offset_of(client, location) == 40
+
+
+async def test_100_continue_only_for_a_patch_that_passes_the_checks(
+    client: TestClient[Any, Any], raw_connect: Connect
+) -> None:
+    location = await create(client, 10)
+    for headers, status in (
+        ({"Tus-Resumable": "0.2.0", "Content-Type": "application/offset+octet-stream"}, 412),
+        ({**TUS, "Content-Type": "text/plain"}, 415),
+    ):
+        connection = await raw_connect(client)
+        await connection.send_head("PATCH", location, {
+            **headers, "Upload-Offset": "0", "Content-Length": "10", "Expect": "100-continue",
+        })  # fmt: skip
+        first, answer = await connection.read_head()
+        assert first == status  # no 100 Continue before it
+        assert answer["Tus-Resumable"] == "1.0.0"
+    connection = await raw_connect(client)
+    await connection.send_head("PATCH", location, {
+        **OCTETS, "Upload-Offset": "0", "Content-Length": "10", "Expect": "100-continue",
+    })  # fmt: skip
+    assert (await connection.read_head())[0] == 100
+    await connection.send(b"0123456789")
+    assert (await connection.response()).status == 204
