@@ -39,9 +39,9 @@ __all__ = ["POLL_INTERVAL", "POLL_TIMEOUT", "RunAppServer", "free_port", "wait_f
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB
-# moto reports every multipart upload as initiated in 2010, so vidproxy's
-# stale-upload sweep would abort uploads still in flight: every vidproxy the
-# tests start against moto runs without it (the sweeper's own tests turn it on).
+# Every vidproxy the tests start runs without the stale-upload sweep, so its
+# requests stay out of what a test counts or a fault rule sees (the sweeper's own
+# tests, tests/test_sweeper.py, turn it on).
 NO_STALE_UPLOAD_SWEEP: dict[str, Any] = {"abort_stale_uploads_after": 0}
 NO_STALE_UPLOAD_SWEEP_ENV = {"VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0"}
 AWS_ENV = {

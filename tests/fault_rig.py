@@ -5,7 +5,8 @@
   refused, as from a dead S3); ``revive()`` listens on the same port again. The
   endpoint behind it keeps its state, so "S3 is back" sees the same objects.
 - ``S3Faults``: an HTTP proxy in front of an S3 endpoint whose ``rule`` sees every
-  request and may answer in S3's place (an XML error) instead of forwarding it.
+  request and may answer in S3's place (an XML error) instead of forwarding it,
+  and whose ``stall`` picks requests it reads and then never answers.
 - ``VidproxyProcess`` and ``MotoProcess`` (from tests/rigs/): vidproxy and moto
   as processes of a test's own, named here too for the modules that import them
   from here.
@@ -130,6 +131,10 @@ class S3Faults:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.rule: Rule | None = None
+        # Requests it picks are read whole and never answered (until ``close``).
+        self.stall: Callable[[web.Request], bool] | None = None
+        self.stalled: list[S3Request] = []
+        self._released = asyncio.Event()
         self.seen: list[S3Request] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -140,6 +145,7 @@ class S3Faults:
         self._runner, self.url = await serve_every_path(self._handle)
 
     async def close(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -149,19 +155,16 @@ class S3Faults:
         return [r for r in self.seen if predicate(r)]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.stall is not None and self.stall(request):
+            await request.read()
+            self.stalled.append(_seen(request, 0))
+            await self._released.wait()
+            return s3_error(500, "InternalError")
         answer = self.rule(request) if self.rule is not None else None
         if answer is None:
             body = await request.read()
             answer = await self._forward(request, body)
-        self.seen.append(
-            S3Request(
-                request.method,
-                request.path,
-                dict(request.query),
-                dict(request.headers),
-                answer.status,
-            )
-        )
+        self.seen.append(_seen(request, answer.status))
         return answer
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
@@ -187,6 +190,12 @@ class S3Faults:
             await response.write(data)
             await response.write_eof()
             return response
+
+
+def _seen(request: web.Request, status: int) -> S3Request:
+    return S3Request(
+        request.method, request.path, dict(request.query), dict(request.headers), status
+    )
 
 
 def s3_error(status: int, code: str, marker: str = "") -> web.Response:

@@ -5,6 +5,7 @@ S3 endpoint nobody listens on, and on one that denies every request."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -207,6 +208,10 @@ async def test_every_documented_status_is_answered_as_documented(
     denying = await aiohttp_server(_access_denied_s3())
     refused = await start("s3", s3={"endpoint_url": str(denying.make_url(""))})
     await store_failure_answers(probe, refused, "502")
+    silent = await aiohttp_server(_silent_s3())
+    deadline = {"endpoint_url": str(silent.make_url("")), "request_deadline": 0.3}
+    stalled = await start("s3", s3=deadline)
+    await store_failure_answers(probe, stalled, "504")
     assert probe.problems == [], "\n".join(probe.problems)
     assert probe.unreached() == [], "\n".join(probe.unreached())
 
@@ -582,7 +587,7 @@ async def signed_tus_answers(probe: Probe, client: Client) -> None:
 
 
 async def store_failure_answers(probe: Probe, client: Client, status: str) -> None:
-    """Every operation documenting ``status`` (502 or 503) gets it when S3 fails."""
+    """Every operation documenting ``status`` (502, 503 or 504) gets it when S3 fails."""
     for template, method, operation in operations(probe.doc):
         if status not in operation["responses"]:
             continue
@@ -593,6 +598,19 @@ async def store_failure_answers(probe: Probe, client: Client, status: str) -> No
         await probe.send(client, method, template, KEY, expect=int(status), **kwargs)
     # /readyz turns whatever S3 says into 503: not ready.
     await probe.send(client, "GET", "/readyz", expect=503, code="upstream_unavailable")
+
+
+def _silent_s3() -> web.Application:
+    """An S3 endpoint that reads each request and never answers it (until shutdown)."""
+
+    async def hang(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.Event().wait()
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    return app
 
 
 def _access_denied_s3() -> web.Application:

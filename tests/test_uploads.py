@@ -707,3 +707,17 @@ async def test_100_continue_only_for_a_patch_that_passes_the_checks(
     assert (await connection.read_head())[0] == 100
     await connection.send(b"0123456789")
     assert (await connection.response()).status == 204
+
+
+async def test_of_two_create_only_uploads_finishing_at_once_one_wins(
+    client: TestClient[Any, Any],
+) -> None:
+    bodies = [payload(6 * MiB, seed=s) for s in (11, 12)]
+    locations = [await create(client, len(b), key="race.bin", create_only="1") for b in bodies]
+    answers = await asyncio.gather(
+        *(patch(client, location, 0, body) for location, body in zip(locations, bodies))
+    )
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [204, 412], [await a.text() for a in answers]
+    winner = bodies[[a.status for a in answers].index(204)]
+    assert await fetched(client, "race.bin") == winner

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from ..errors import (
@@ -42,7 +43,7 @@ from ..uploads.sha256state import Sha256
 from .base import AppendSource, StoredObject
 from .multipart import PartBody, PartBuffers
 from .parts import PartPlan
-from .s3 import SHA256_METADATA, S3Store, s3_errors
+from .s3 import SHA256_METADATA, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class S3Resumable:
         await self._put_record(record, {"IfNoneMatch": "*"})
 
     async def load(self, upload_id: str) -> UploadRecord:
-        async with s3_errors("GetObject"):
+        async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record_key(upload_id))
             async with response["Body"] as body:
                 raw = await body.read()
@@ -120,7 +121,7 @@ class S3Resumable:
             record.expires = time.time() + self._expire_after
         body = json.dumps(record.to_json()).encode()
         try:
-            async with s3_errors("PutObject"):
+            async with self._store.call("PutObject"):
                 response = await self._client.put_object(
                     Bucket=self._bucket,
                     Key=record_key(record.id),
@@ -146,7 +147,7 @@ class S3Resumable:
     async def _list(self, prefix: str) -> AsyncIterator[str]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
         while True:
-            async with s3_errors("ListObjectsV2"):
+            async with self._store.call("ListObjectsV2"):
                 page = await self._client.list_objects_v2(**params)
             for item in page.get("Contents", []):
                 yield str(item["Key"])
@@ -158,7 +159,7 @@ class S3Resumable:
     async def terminate(self, record: UploadRecord) -> None:
         if record.s3_upload_id is not None:
             try:
-                async with s3_errors("AbortMultipartUpload"):
+                async with self._store.call("AbortMultipartUpload"):
                     await self._client.abort_multipart_upload(
                         Bucket=self._bucket, Key=record.key, UploadId=record.s3_upload_id
                     )
@@ -171,7 +172,7 @@ class S3Resumable:
         await self._delete(record_key(record.id))
 
     async def _delete(self, key: str) -> None:
-        async with s3_errors("DeleteObject"):
+        async with self._store.call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
 
     async def live_multipart_ids(self) -> set[str]:
@@ -196,7 +197,7 @@ class S3Resumable:
     async def read_tail(self, record: UploadRecord, into: memoryview) -> int:
         if not record.tail_size or record.tail_key is None:
             return 0
-        async with s3_errors("GetObject"):
+        async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record.tail_key)
             async with response["Body"] as body:
                 data = await body.read()
@@ -209,7 +210,7 @@ class S3Resumable:
 
     async def put_tail(self, record: UploadRecord, data: memoryview) -> str:
         key = tail_key(record.id, record.revision + 1)
-        async with s3_errors("PutObject"):
+        async with self._store.call("PutObject"):
             await self._client.put_object(Bucket=self._bucket, Key=key, Body=bytes(data))
         return key
 
@@ -222,7 +223,7 @@ class S3Resumable:
             log.warning("could not remove %s: %s", key, exc.message)
 
     async def create_multipart(self, record: UploadRecord, content_type: str) -> str:
-        async with s3_errors("CreateMultipartUpload"):
+        async with self._store.call("CreateMultipartUpload"):
             response = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=record.key, ContentType=content_type
             )
@@ -230,7 +231,7 @@ class S3Resumable:
 
     async def upload_part(self, record: UploadRecord, number: int, data: memoryview) -> Part:
         try:
-            async with s3_errors("UploadPart"):
+            async with self._store.call("UploadPart"):
                 response = await self._client.upload_part(
                     Bucket=self._bucket,
                     Key=record.key,
@@ -246,10 +247,12 @@ class S3Resumable:
 
     async def complete(self, record: UploadRecord) -> str:
         """CompleteMultipartUpload; returns the ETag it answered."""
-        conditions = {"IfNoneMatch": "*"} if record.create_only else {}
         parts = [{"PartNumber": p.number, "ETag": p.etag} for p in record.parts]
         try:
-            async with s3_errors("CompleteMultipartUpload"):
+            async with (
+                self._commit(record) as conditions,
+                self._store.call("CompleteMultipartUpload"),
+            ):
                 response = await self._client.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=record.key,
@@ -262,12 +265,19 @@ class S3Resumable:
             raise
         return str(response["ETag"])
 
+    def _commit(self, record: UploadRecord) -> AbstractAsyncContextManager[dict[str, str]]:
+        """What the last write carries: create-only as a PUT's (a look under the
+        key's lock, then If-None-Match), or nothing."""
+        if record.create_only:
+            return self._store.create_only_commit(record.key)
+        return nullcontext({})
+
     async def _raise_if_taken_over(self, record: UploadRecord) -> None:
         """An S3 call on the multipart upload failed: if another request (another
         replica) wrote the record meanwhile, it finished or ended the upload (moto
         answers 500, AWS 404 to a part for a completed upload): that is a 409."""
         try:
-            async with s3_errors("HeadObject"):
+            async with self._store.call("HeadObject"):
                 head = await self._client.head_object(
                     Bucket=self._bucket, Key=record_key(record.id)
                 )
@@ -284,8 +294,7 @@ class S3Resumable:
     async def put_whole(
         self, record: UploadRecord, data: memoryview, content_type: str, sha256: str
     ) -> str:
-        conditions = {"IfNoneMatch": "*"} if record.create_only else {}
-        async with s3_errors("PutObject"):
+        async with self._commit(record) as conditions, self._store.call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=record.key,
