@@ -715,7 +715,10 @@ async def test_of_two_create_only_uploads_finishing_at_once_one_wins(
     bodies = [payload(6 * MiB, seed=s) for s in (11, 12)]
     locations = [await create(client, len(b), key="race.bin", create_only="1") for b in bodies]
     answers = await asyncio.gather(
-        *(patch(client, location, 0, body) for location, body in zip(locations, bodies))
+        *(
+            patch(client, location, 0, body)
+            for location, body in zip(locations, bodies, strict=True)
+        )
     )
     statuses = sorted(answer.status for answer in answers)
     assert statuses == [204, 412], [await a.text() for a in answers]
