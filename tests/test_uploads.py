@@ -499,20 +499,39 @@ async def test_a_second_patch_while_one_runs_gets_423(
     assert await fetched(client, "locked") == b"a" * 100
 
 
-def expire_record(s3_side: tuple[Any, str] | None, tmp_path: Any, upload_id: str) -> None:
-    """Move the record's expiry into the past, as time would."""
+def edit_record(
+    s3_side: tuple[Any, str] | None, tmp_path: Any, upload_id: str, **changes: Any
+) -> None:
+    """Change fields of an upload's stored record behind vidproxy's back."""
     name = f"{upload_id}.info"
     if s3_side is None:
         path = tmp_path / "data" / "uploads" / name
-        record = json.loads(path.read_text())
-        record["expires"] = time.time() - 1
-        path.write_text(json.dumps(record))
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
         return
     s3, bucket = s3_side
     key = f".vidproxy/uploads/{name}"
     record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    record["expires"] = time.time() - 1
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({**record, **changes}).encode())
+
+
+def expire_record(s3_side: tuple[Any, str] | None, tmp_path: Any, upload_id: str) -> None:
+    """Move the record's expiry into the past, as time would."""
+    edit_record(s3_side, tmp_path, upload_id, expires=time.time() - 1)
+
+
+async def test_a_lost_hash_state_is_made_good_by_reading_the_object_back(
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, tmp_path: Any
+) -> None:
+    # A process without libcrypto saves no state: the next one cannot resume the hash.
+    body = payload(11 * MiB + 5, seed=13)
+    location = await create(client, len(body), key="lost.bin")
+    assert (await patch(client, location, 0, body[: 6 * MiB])).status == 204
+    edit_record(s3_side, tmp_path, location.rsplit("/", 1)[1], sha256_state=None)
+    response = await patch(client, location, 6 * MiB, body[6 * MiB :])
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert (await client.head("/videos/lost.bin")).headers["X-Content-SHA256"] == (
+        hashlib.sha256(body).hexdigest()
+    )
 
 
 async def test_an_expired_upload_gets_410(
