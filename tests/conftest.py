@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import web, web_app
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
@@ -28,11 +28,13 @@ from rigs.moto import MotoProcess
 from rigs.polling import POLL_INTERVAL, POLL_TIMEOUT, apoll
 from rigs.processes import free_port, wait_for_port
 from rigs.s3 import pending_uploads as s3_uploads
+from rigs.vidproxy import VidproxyProcess, server_settings
 
 from vidproxy.cache import Clock
 from vidproxy.config import Config, load_config
 from vidproxy.units import MiB
 from vidproxy.web.app import create_app
+from vidproxy.web.protocol import forget_middleware_chains
 
 # Imported from here by test modules (and kept so): the rigs are where they live.
 __all__ = ["POLL_INTERVAL", "POLL_TIMEOUT", "RunAppServer", "free_port", "wait_for_port"]
@@ -72,7 +74,7 @@ def forget_finished_apps() -> Iterator[None]:
     per started vidproxy and seconds of teardown at exit. Production starts one
     app; a test run starts hundreds, so forget them after each test."""
     yield
-    web_app._cached_build_middleware.cache_clear()
+    forget_middleware_chains()
 
 
 @pytest.fixture(scope="session")
@@ -148,18 +150,15 @@ async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
 ) -> Callable[..., Any]:
     """Start vidproxy (from a Config, or an app a test built) on a real loopback
-    socket, run as production runs it; returns an aiohttp TestClient. ``clock``
+    socket, run as production runs it; returns an aiohttp TestClient. Options:
+    ``handler_cancellation``, ``access_log`` (see rigs.app.RunAppServer); ``clock``
     (a ``manual_clock.ManualClock``, say) replaces the system's for the cache."""
 
     async def start(
-        what: Config | web.Application,
-        *,
-        handler_cancellation: bool = False,
-        clock: Clock | None = None,
+        what: Config | web.Application, *, clock: Clock | None = None, **options: bool
     ) -> TestClient[Any, Any]:
         app = create_app(what, clock=clock) if isinstance(what, Config) else what
-        server = RunAppServer(app, handler_cancellation=handler_cancellation)
-        return await aiohttp_client(server)
+        return await aiohttp_client(RunAppServer(app, **options))
 
     return start
 
@@ -310,3 +309,27 @@ def pending_uploads(
         return [p.name for p in tmp_dir.iterdir()] if tmp_dir.is_dir() else []
 
     return in_fs
+
+
+StartProcess = Callable[..., VidproxyProcess]
+
+
+@pytest.fixture
+def vidproxy_process(tmp_path: Path) -> Iterator[StartProcess]:
+    """``vidproxy_process(env, open_files=None, **server)``: ``vidproxy serve`` as a
+    process configured by ``env`` plus ``VIDPROXY_SERVER_*`` for each ``server``
+    setting, started and ready; every one is stopped at teardown."""
+    started: list[VidproxyProcess] = []
+
+    def start(env: dict[str, str], open_files: int | None = None, **server: Any) -> VidproxyProcess:
+        process = VidproxyProcess(
+            tmp_path, {**env, **server_settings(**server)}, open_files=open_files
+        )
+        started.append(process)
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()

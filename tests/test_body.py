@@ -21,7 +21,6 @@ from rigs.objects import nothing_pending, stored
 from yarl import URL
 
 from vidproxy.config import Config
-from vidproxy.web.app import create_app
 
 Client = TestClient[Any, Any]
 Pending = Callable[[], Awaitable[list[str]]]
@@ -416,7 +415,7 @@ async def test_s3_failing_mid_upload_is_502_and_keeps_the_old_object(
 async def test_upload_cancelled_while_s3_creates_it_is_aborted(
     hooked_s3: Callable[[Hook], Awaitable[str]],
     make_config: Callable[..., Config],
-    aiohttp_client: Callable[..., Awaitable[Client]],
+    start_vidproxy: Callable[..., Awaitable[Client]],
     raw_connect: Connect,
     pending_uploads: Pending,
     wait_until: Wait,
@@ -433,8 +432,8 @@ async def test_upload_cancelled_while_s3_creates_it_is_aborted(
         return response
 
     endpoint = await hooked_s3(hold_create)
-    app = create_app(make_config("s3", s3={"endpoint_url": endpoint}))
-    client = await aiohttp_client(TestServer(app))  # handler_cancellation on
+    config = make_config("s3", s3={"endpoint_url": endpoint})
+    client = await start_vidproxy(config, handler_cancellation=True)
     connection = await raw_connect(client)
     await connection.send_head("PUT", f"/videos/{KEY}", {"Content-Length": str(MULTIPART)})
     await connection.send(payload(PART_SIZE))  # exactly one part: the create is sent

@@ -1,11 +1,16 @@
-"""conditions.py: the one RFC 9110 decision every GET and HEAD goes through."""
+"""conditions.py: the one RFC 9110 decision every GET and HEAD goes through,
+case by case and, for Range parsing and resolution, as properties checked with
+hypothesis against a reference model written from the RFC."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from vidproxy.conditions import ByteRange, Plan, RangeSpec, Validators, parse_range, plan_response
 from vidproxy.errors import PreconditionFailed, RangeNotSatisfiable
@@ -220,3 +225,95 @@ def test_if_range_with_another_date_gives_200_full() -> None:
 def test_if_range_not_matching_skips_the_416() -> None:
     headers = {"Range": f"bytes={SIZE}-", "If-Range": '"other"'}
     assert plan_response("GET", headers, V) == Plan(200, None)
+
+
+# ---- parse_range and resolve: properties against a reference model (hypothesis) ----
+
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+DIGITS = st.text("0123456789", max_size=22)
+range_like = st.one_of(
+    st.builds(lambda a, b: f"bytes={a}-{b}", DIGITS, DIGITS),
+    st.builds(
+        lambda u, a, b: f"{u}={a}-{b}", st.sampled_from(["BYTES", "Bytes", "items"]), DIGITS, DIGITS
+    ),
+    st.builds(lambda a, b, c, d: f"bytes={a}-{b},{c}-{d}", DIGITS, DIGITS, DIGITS, DIGITS),
+    st.builds(
+        lambda s: f"bytes={s}",
+        st.text(st.sampled_from("0123456789-, \tx\u0660\u0661\uff12"), max_size=12),
+    ),
+    st.text(max_size=30),
+)
+
+
+def reference_range(header: str | None) -> RangeSpec | None:
+    """RFC 9110 §14.1.1 for one range, ASCII DIGIT only; more than 20 digits and
+    anything else invalid is ignored (None)."""
+    if not header:
+        return None
+    match = re.fullmatch(r"(?i:bytes)=([0-9]{0,20})-([0-9]{0,20})", header.strip())
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:
+        return RangeSpec(None, int(last))
+    if last and int(last) < int(first):
+        return None
+    return RangeSpec(int(first), int(last) if last else None)
+
+
+@PROPERTY
+@given(range_like)
+@example("bytes=\u0661-\u0662")
+@example("bytes=\uff11-\uff12")
+@example("bytes=0-0,1-1")
+@example("bytes=" + "9" * 21 + "-")
+def test_parse_range_follows_the_rfc(header: str) -> None:
+    assert parse_range(header) == reference_range(header)
+
+
+MAX_20_DIGITS = 10**20 - 1  # longer numbers are ignored, as a server may
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.builds(RangeSpec, st.none(), st.integers(0, MAX_20_DIGITS)),
+        st.builds(RangeSpec, st.integers(0, MAX_20_DIGITS), st.none()),
+        st.integers(0, MAX_20_DIGITS).flatmap(
+            lambda a: st.builds(RangeSpec, st.just(a), st.integers(a, MAX_20_DIGITS))
+        ),
+    )
+)
+def test_a_parsed_range_prints_back_to_itself(spec: RangeSpec) -> None:
+    assert parse_range(spec.header()) == spec
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.builds(RangeSpec, st.none(), st.integers(0, 3000)),
+        st.builds(RangeSpec, st.integers(0, 3000), st.none()),
+        st.integers(0, 3000).flatmap(
+            lambda a: st.builds(RangeSpec, st.just(a), st.integers(a, 3000))
+        ),
+    ),
+    st.integers(0, 2000),
+)
+def test_resolve_selects_the_bytes_the_rfc_names(spec: RangeSpec, size: int) -> None:
+    body = bytes(range(256)) * 8
+    body = body[:size]
+    if spec.start is None:
+        assert spec.end is not None
+        wanted = body[size - min(spec.end, size) :] if spec.end else b""
+    else:
+        wanted = body[spec.start : None if spec.end is None else spec.end + 1]
+    try:
+        chosen = spec.resolve(size)
+    except RangeNotSatisfiable as exc:
+        assert exc.size == size
+        assert wanted == b""  # §14.1.2: satisfiable means at least one byte
+    else:
+        assert 0 <= chosen.start < chosen.stop <= size
+        assert body[chosen.start : chosen.stop] == wanted
+        assert chosen == ByteRange(chosen.start, chosen.stop)

@@ -50,22 +50,13 @@ Start = Callable[..., VidproxyProcess]
 
 
 @pytest.fixture
-async def vidproxy(tmp_path: Path) -> AsyncIterator[Start]:
+def vidproxy(tmp_path: Path, vidproxy_process: Start) -> Start:
     """Start fs-backed vidproxy processes with ``VIDPROXY_SERVER_*`` settings."""
-    started: list[VidproxyProcess] = []
 
     def start(open_files: int | None = None, **server: Any) -> VidproxyProcess:
-        env = {"VIDPROXY_FS_DIR": str(tmp_path / "data")}
-        env.update({f"VIDPROXY_SERVER_{k.upper()}": str(v) for k, v in server.items()})
-        process = VidproxyProcess(tmp_path, env, open_files=open_files)
-        started.append(process)
-        return process.start()
+        return vidproxy_process({"VIDPROXY_FS_DIR": str(tmp_path / "data")}, open_files, **server)
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop()
+    return start
 
 
 @pytest.fixture

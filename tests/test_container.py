@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 import typing
 import urllib.error
@@ -24,8 +23,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from dockerfile import Stage, dockerignore, stages
+from rigs.polling import poll
+from rigs.processes import free_port, http_status
 
 from vidproxy.__main__ import build_parser
 from vidproxy.config import ENV_PREFIX, Config, ServerConfig, load_config
@@ -346,17 +346,12 @@ def image_env(built: BuiltImage, port: int) -> dict[str, str]:
 
 
 def wait_healthy(running: Running) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if running.process.poll() is not None:
             pytest.fail(f"vidproxy exited with {running.process.returncode}")
-        try:
-            with urllib.request.urlopen(running.url("/healthz"), timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)
-    pytest.fail(f"/healthz did not answer within {START_TIMEOUT} s")
+        return http_status(running.url("/healthz"), timeout=1) == 200
+
+    poll(healthy, "/healthz to answer 200", START_TIMEOUT)
 
 
 def config_env_names() -> set[str]:

@@ -152,3 +152,11 @@ def test_nothing_refers_to_files_outside_the_repository() -> None:
             continue  # binary (the page's screenshot, the bench chart)
         found += [f"{name}: {word}" for word in OUTSIDE_NAMES if word in text]
     assert found == []
+
+
+def test_the_tests_readme_maps_every_test_file() -> None:
+    tests = REPO / "tests"
+    mapped = {(tests / target).resolve() for target in links(tests / "README.md")}
+    files = sorted(tests.glob("test_*.py"))
+    missing = [f.name for f in files if f.resolve() not in mapped]
+    assert missing == [], f"add a row for each to the behaviour table of tests/README.md: {missing}"

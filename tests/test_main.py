@@ -181,6 +181,26 @@ def test_help_is_plain_text_with_the_exit_codes() -> None:
         assert f" {code} " in result.stdout
 
 
+def test_a_secret_file_that_is_not_utf8_stops_serve_with_one_line(tmp_path: Path) -> None:
+    secret = tmp_path / "write.tokens"
+    secret.write_bytes("t\u00f6ken\n".encode("latin-1"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPROXY_")}
+    env["VIDPROXY_AUTH_WRITE_TOKENS_FILE"] = str(secret)
+    env["VIDPROXY_FS_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "vidproxy", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"vidproxy: config error: auth.write_tokens_file: {secret} is not UTF-8 text (byte 1)\n"
+    )
+
+
 def test_sign_explains_method_and_does_not_offer_head() -> None:
     shown = vidproxy("sign", "--help")
     assert shown.returncode == 0

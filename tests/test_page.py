@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from chromium import launched_chromium
-from conftest import RunAppServer
 
 from vidproxy.config import Config
-from vidproxy.web.app import create_app
 from vidproxy.web.handlers import page
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "page.png"
@@ -34,20 +31,11 @@ FFMPEG_TIMEOUT = 60.0  # seconds
 PROGRESS_STATS = r"^\d+\.\d% · .+ of .+ · \d+\.\d\d MB/s · \d+:\d\d left$"
 
 
-def app_with_page(config: Config) -> web.Application:
-    """vidproxy's app with the page at / (added here until app.py routes it)."""
-    app = create_app(config)
-    routed = {getattr(route.resource, "canonical", None) for route in app.router.routes()}
-    if "/" not in routed:
-        app.router.add_get("/", page.index)
-    return app
-
-
 @pytest.fixture
 async def site(
-    aiohttp_client: Callable[..., Any], make_config: Callable[..., Config]
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
 ) -> TestClient[Any, Any]:
-    return await aiohttp_client(RunAppServer(app_with_page(make_config("fs"))))
+    return await start_vidproxy(make_config("fs"))
 
 
 async def test_index_is_html_that_browsers_revalidate(site: TestClient[Any, Any]) -> None:
@@ -271,10 +259,10 @@ async def test_pages_through_the_list_and_copies_links(
 
 @pytest.fixture
 async def guarded_site(
-    aiohttp_client: Callable[..., Any], make_config: Callable[..., Config]
+    start_vidproxy: Callable[..., Any], make_config: Callable[..., Config]
 ) -> TestClient[Any, Any]:
     auth = {"write_tokens": [WRITE_TOKEN], "read_tokens": ["reader"], "signing_key": "k" * 32}
-    return await aiohttp_client(RunAppServer(app_with_page(make_config("fs", auth=auth))))
+    return await start_vidproxy(make_config("fs", auth=auth))
 
 
 WRITE_TOKEN = "page-writer"

@@ -1,6 +1,7 @@
 """Properties, checked with hypothesis against small reference models written from
 the rules themselves: key validation (and that no accepted key can name a path
-outside its directory), Range parsing and resolution, and config sizes."""
+outside its directory) and config sizes. Range parsing and resolution have
+theirs in test_conditions.py."""
 
 from __future__ import annotations
 
@@ -13,16 +14,14 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import aiohttp
-from aiohttp import web
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from rigs.app import serving
 from yarl import URL
 
-from vidproxy.conditions import ByteRange, RangeSpec, parse_range
 from vidproxy.config import ConfigError, load_config, parse_size
-from vidproxy.errors import InvalidKey, RangeNotSatisfiable
+from vidproxy.errors import InvalidKey
 from vidproxy.keys import MAX_KEY_BYTES, key_digest, validate_key
-from vidproxy.web.app import create_app
 
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,12 +82,9 @@ def stored_digests(objects: Path) -> set[str]:
 async def _round_trip(keys: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(None, env={}, overrides={"fs": {"dir": tmp}})
-        runner = web.AppRunner(create_app(config), handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
+        # A fresh vidproxy per example: hypothesis calls this outside any fixture.
+        async with serving(config) as client:
+            base = str(client.make_url("")).rstrip("/")
             async with aiohttp.ClientSession() as http:
                 for i, key in enumerate(keys):
                     url = URL(base + "/videos/" + quote(key, safe="/"), encoded=True)
@@ -101,8 +97,6 @@ async def _round_trip(keys: list[str]) -> None:
                 async with http.get(base + "/videos", params={"limit": "1000"}) as response:
                     listed = [item["key"] for item in (await response.json())["items"]]
                 assert sorted(listed) == sorted(keys)
-        finally:
-            await runner.cleanup()
         assert stored_digests(Path(tmp, "objects")) == {key_digest(k) for k in keys}
 
 
@@ -110,96 +104,6 @@ async def _round_trip(keys: list[str]) -> None:
 @given(st.lists(valid_keys, min_size=1, max_size=8, unique=True))
 def test_every_valid_key_round_trips_over_http(keys: list[str]) -> None:
     asyncio.run(_round_trip(keys))
-
-
-# ---- Range ------------------------------------------------------------------------------
-
-DIGITS = st.text("0123456789", max_size=22)
-range_like = st.one_of(
-    st.builds(lambda a, b: f"bytes={a}-{b}", DIGITS, DIGITS),
-    st.builds(
-        lambda u, a, b: f"{u}={a}-{b}", st.sampled_from(["BYTES", "Bytes", "items"]), DIGITS, DIGITS
-    ),
-    st.builds(lambda a, b, c, d: f"bytes={a}-{b},{c}-{d}", DIGITS, DIGITS, DIGITS, DIGITS),
-    st.builds(
-        lambda s: f"bytes={s}",
-        st.text(st.sampled_from("0123456789-, \tx\u0660\u0661\uff12"), max_size=12),
-    ),
-    st.text(max_size=30),
-)
-
-
-def reference_range(header: str | None) -> RangeSpec | None:
-    """RFC 9110 §14.1.1 for one range, ASCII DIGIT only; more than 20 digits and
-    anything else invalid is ignored (None)."""
-    if not header:
-        return None
-    match = re.fullmatch(r"(?i:bytes)=([0-9]{0,20})-([0-9]{0,20})", header.strip())
-    if match is None or match.groups() == ("", ""):
-        return None
-    first, last = match.groups()
-    if not first:
-        return RangeSpec(None, int(last))
-    if last and int(last) < int(first):
-        return None
-    return RangeSpec(int(first), int(last) if last else None)
-
-
-@PROPERTY
-@given(range_like)
-@example("bytes=\u0661-\u0662")
-@example("bytes=\uff11-\uff12")
-@example("bytes=0-0,1-1")
-@example("bytes=" + "9" * 21 + "-")
-def test_parse_range_follows_the_rfc(header: str) -> None:
-    assert parse_range(header) == reference_range(header)
-
-
-MAX_20_DIGITS = 10**20 - 1  # longer numbers are ignored, as a server may
-
-
-@PROPERTY
-@given(
-    st.one_of(
-        st.builds(RangeSpec, st.none(), st.integers(0, MAX_20_DIGITS)),
-        st.builds(RangeSpec, st.integers(0, MAX_20_DIGITS), st.none()),
-        st.integers(0, MAX_20_DIGITS).flatmap(
-            lambda a: st.builds(RangeSpec, st.just(a), st.integers(a, MAX_20_DIGITS))
-        ),
-    )
-)
-def test_a_parsed_range_prints_back_to_itself(spec: RangeSpec) -> None:
-    assert parse_range(spec.header()) == spec
-
-
-@PROPERTY
-@given(
-    st.one_of(
-        st.builds(RangeSpec, st.none(), st.integers(0, 3000)),
-        st.builds(RangeSpec, st.integers(0, 3000), st.none()),
-        st.integers(0, 3000).flatmap(
-            lambda a: st.builds(RangeSpec, st.just(a), st.integers(a, 3000))
-        ),
-    ),
-    st.integers(0, 2000),
-)
-def test_resolve_selects_the_bytes_the_rfc_names(spec: RangeSpec, size: int) -> None:
-    body = bytes(range(256)) * 8
-    body = body[:size]
-    if spec.start is None:
-        assert spec.end is not None
-        wanted = body[size - min(spec.end, size) :] if spec.end else b""
-    else:
-        wanted = body[spec.start : None if spec.end is None else spec.end + 1]
-    try:
-        chosen = spec.resolve(size)
-    except RangeNotSatisfiable as exc:
-        assert exc.size == size
-        assert wanted == b""  # §14.1.2: satisfiable means at least one byte
-    else:
-        assert 0 <= chosen.start < chosen.stop <= size
-        assert body[chosen.start : chosen.stop] == wanted
-        assert chosen == ByteRange(chosen.start, chosen.stop)
 
 
 # ---- config sizes ------------------------------------------------------------------------

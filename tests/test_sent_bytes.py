@@ -15,14 +15,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from aiohttp.web_runner import AppRunner
-from conftest import RunAppServer
 from test_metrics import sample
 
 from vidproxy.config import Config
 from vidproxy.units import MiB
-from vidproxy.web.app import create_app
-from vidproxy.web.logs import AccessLogger
 
 Client = TestClient[Any, Any]
 Wait = Callable[..., Awaitable[None]]
@@ -37,18 +33,12 @@ BUFFERED_AT_MOST = 16 * MiB
 CLIENT_RCVBUF = 64 * 1024
 
 
-class LoggedServer(RunAppServer):
+@pytest.fixture
+def start_logged(start_vidproxy: Callable[..., Any]) -> Callable[[Config], Awaitable[Client]]:
     """The app as production runs it, with vidproxy's access log."""
 
-    async def _make_runner(self, **kwargs: Any) -> AppRunner:
-        kwargs["access_log_class"] = AccessLogger
-        return await super()._make_runner(**kwargs)
-
-
-@pytest.fixture
-def start_logged(aiohttp_client: Callable[..., Any]) -> Callable[[Config], Awaitable[Client]]:
     async def start(config: Config) -> Client:
-        return await aiohttp_client(LoggedServer(create_app(config)))
+        return await start_vidproxy(config, access_log=True)
 
     return start
 

@@ -49,24 +49,15 @@ def store_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> d
 
 
 @pytest.fixture
-async def vidproxy(
-    tmp_path: Path, store_env: dict[str, str]
-) -> AsyncIterator[Callable[..., VidproxyProcess]]:
+def vidproxy(
+    store_env: dict[str, str], vidproxy_process: Callable[..., VidproxyProcess]
+) -> Callable[..., VidproxyProcess]:
     """Start vidproxy processes with ``store_env`` plus any ``VIDPROXY_SERVER_*`` given."""
-    started: list[VidproxyProcess] = []
 
     def start(**server: Any) -> VidproxyProcess:
-        env = dict(store_env)
-        env.update({f"VIDPROXY_SERVER_{k.upper()}": str(v) for k, v in server.items()})
-        process = VidproxyProcess(tmp_path, env)
-        started.append(process)
-        return process.start()
+        return vidproxy_process(store_env, **server)
 
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop()
+    return start
 
 
 @pytest.fixture

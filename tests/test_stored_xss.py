@@ -17,10 +17,8 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 from chromium import launched_chromium
-from conftest import RunAppServer
 
 from vidproxy.config import Config
-from vidproxy.web.app import create_app
 
 Client = TestClient[Any, Any]
 Wait = Callable[..., Any]
@@ -66,9 +64,9 @@ EXPLOITS = [
 
 
 @pytest.fixture
-async def site(make_config: Callable[..., Config], aiohttp_client: Callable[..., Any]) -> Client:
+async def site(make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]) -> Client:
     """Writes need the token (or a signed URL); reads are public, as on a video site."""
-    client: Client = await aiohttp_client(RunAppServer(create_app(make_config("fs", auth=AUTH))))
+    client: Client = await start_vidproxy(make_config("fs", auth=AUTH))
     return client
 
 

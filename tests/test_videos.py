@@ -414,13 +414,6 @@ async def test_download_alias_is_get(fs_client: Client) -> None:
     assert response.headers["ETag"] == (await fs_client.head("/videos/dir/a.mp4")).headers["ETag"]
 
 
-async def test_download_alias_honours_range(fs_client: Client) -> None:
-    body = payload(777)
-    await put(fs_client, "a", body)
-    response = await fs_client.get("/download/a", headers={"Range": "bytes=10-19"})
-    assert (response.status, await response.read()) == (206, body[10:20])
-
-
 async def test_download_alias_validates_the_key(fs_client: Client) -> None:
     await assert_error(await fs_client.get("/download/a%5Cb"), 400, "invalid_key")
 
@@ -576,38 +569,6 @@ async def test_s3_error_answer_makes_put_502(
 ) -> None:
     client = await start_vidproxy(make_config("s3", s3={"bucket": "no-such-bucket-here"}))
     await assert_error(await client.put("/videos/a", data=b"x"), 502, "upstream_error")
-
-
-# ---- the first read of a fresh upload (on S3: a cold cache) ---------------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "start", "stop"),
-    [("bytes=0-99", 0, 100), ("bytes=-100", 9900, 10000), ("bytes=9000-", 9000, 10000)],
-)
-async def test_first_read_of_an_upload_honours_range(
-    client: Client, header: str, start: int, stop: int
-) -> None:
-    body = payload(10_000)
-    await put(client, "clip", body)
-    response = await client.get("/videos/clip", headers={"Range": header})
-    assert (response.status, await response.read()) == (206, body[start:stop])
-    assert response.headers["Content-Range"] == f"bytes {start}-{stop - 1}/10000"
-
-
-async def test_first_read_of_an_upload_can_be_416(client: Client) -> None:
-    await put(client, "clip", payload(10_000))
-    response = await client.get("/videos/clip", headers={"Range": "bytes=10000-"})
-    assert (response.status, response.headers["Content-Range"]) == (416, "bytes */10000")
-
-
-async def test_first_read_of_a_multipart_upload_far_into_it(client: Client) -> None:
-    # A player seeking ahead before anything else was read.
-    body = payload(2 * PART_SIZE + 1000)
-    await put(client, "big", body)
-    start = PART_SIZE + 17
-    response = await client.get("/videos/big", headers={"Range": f"bytes={start}-"})
-    assert (response.status, await response.read()) == (206, body[start:])
 
 
 # ---- reads racing writes -------------------------------------------------------------

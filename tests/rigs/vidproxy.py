@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,8 @@ async def running(
         yield process
     finally:
         await asyncio.to_thread(process.stop)
+
+
+def server_settings(**server: Any) -> dict[str, str]:
+    """``VIDPROXY_SERVER_*`` variables for ``[server]`` settings given by name."""
+    return {f"VIDPROXY_SERVER_{name.upper()}": str(value) for name, value in server.items()}

@@ -25,13 +25,13 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import NotFound, VidproxyError
 from ..keys import RESERVED_PREFIX
 from ..units import KiB
 from .base import ObjectInfo
 from .multipart import ErrorMapper
+from .s3api import S3API
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class DigestRecords:
     """The records of one bucket, through the store's S3 client; ``errors`` maps
     botocore's exceptions to vidproxy's (``s3.s3_errors``)."""
 
-    def __init__(self, client: Any, bucket: str, errors: ErrorMapper) -> None:
+    def __init__(self, client: S3API, bucket: str, errors: ErrorMapper) -> None:
         self._client = client
         self._bucket = bucket
         self._errors = errors

@@ -7,6 +7,7 @@ vidproxy's own at this one boundary, without S3's XML, endpoint or credentials.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import enum
 import logging
 import os
@@ -14,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -51,6 +52,14 @@ from .locks import KeyLocks
 from .multipart import UPLOAD_ABORTED, MultipartUpload, PartBuffers
 from .parts import PartPlan
 from .probe import probe_create_only, report
+from .s3api import S3API, WriteConditions
+
+if TYPE_CHECKING:
+    from aiobotocore.response import StreamingBody
+    from types_aiobotocore_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef
+
+    # What HEAD and GET tell about an object, read by _info_from.
+    ObjectHead = HeadObjectOutputTypeDef | GetObjectOutputTypeDef
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -86,11 +95,11 @@ class _MultipartEtags(enum.Enum):
 
 
 # What a write's commit runs in: it yields the commit's conditions (If-None-Match).
-Commit = Callable[[], AbstractAsyncContextManager[dict[str, str]]]
+Commit = Callable[[], AbstractAsyncContextManager[WriteConditions]]
 
 
 @asynccontextmanager
-async def _unconditional() -> AsyncIterator[dict[str, str]]:
+async def _unconditional() -> AsyncIterator[WriteConditions]:
     yield {}
 
 
@@ -206,7 +215,7 @@ def _region(cfg: S3Config, from_aws_chain: str | None) -> str:
 class S3Store:
     name = "s3"
 
-    def __init__(self, client: Any, cfg: S3Config) -> None:
+    def __init__(self, client: S3API, cfg: S3Config) -> None:
         self._client = client
         self._cfg = cfg
         self._bucket = cfg.bucket
@@ -371,7 +380,7 @@ class S3Store:
 
     async def _get(
         self, key: str, spec: RangeSpec | None, if_match: str | None = None
-    ) -> tuple[dict[str, Any], ByteRange | None, ObjectInfo]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None, ObjectInfo]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
         if spec is not None:
             params["Range"] = spec.header()
@@ -397,7 +406,7 @@ class S3Store:
         return await self._put(key, source, content_type, lambda: self._create_only_commit(key))
 
     @asynccontextmanager
-    async def _create_only_commit(self, key: str) -> AsyncIterator[dict[str, str]]:
+    async def _create_only_commit(self, key: str) -> AsyncIterator[WriteConditions]:
         """Around the commit (PutObject, CompleteMultipartUpload) of a create-only
         write: one at a time per key in this process, each looking first, so a
         backend that ignores If-None-Match (rclone) or races it (moto's multipart
@@ -569,7 +578,10 @@ class S3Store:
         items = [info for info in infos if info is not None]
         return ObjectPage(items, listed[-1] if truncated else None)
 
-    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
+    # builtins.list: in the class body, ``list`` is the method above.
+    async def _list_keys(
+        self, prefix: str, after: str, limit: int
+    ) -> tuple[builtins.list[str], bool]:
         """One ListObjectsV2 page: its keys, and whether more follow."""
         if is_reserved(after) and after < PAST_RESERVED:
             after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
@@ -592,7 +604,7 @@ class S3Reader:
         self,
         store: S3Store,
         info: ObjectInfo,
-        response: dict[str, Any] | None = None,
+        response: GetObjectOutputTypeDef | None = None,
         fetched: ByteRange | None = None,
     ) -> None:
         self._store = store
@@ -611,7 +623,7 @@ class S3Reader:
 
     async def _refetch(
         self, byte_range: ByteRange | None
-    ) -> tuple[dict[str, Any], ByteRange | None]:
+    ) -> tuple[GetObjectOutputTypeDef, ByteRange | None]:
         spec = byte_range.spec() if byte_range is not None else None
         try:
             # If-Match pins the version the headers already describe.
@@ -637,7 +649,7 @@ class S3Reader:
         return ObjectDamaged(f"the stored bytes of this video are damaged: {found}")
 
 
-async def _iter_body(body: Any) -> AsyncIterator[bytes]:
+async def _iter_body(body: StreamingBody) -> AsyncIterator[bytes]:
     async with body, s3_errors("GetObject body"):
         async for chunk in body.iter_chunks(READ_CHUNK):
             yield chunk
@@ -664,7 +676,7 @@ def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _M
     return _MultipartEtags.OTHER
 
 
-def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
+def _info_from(key: str, response: ObjectHead, size: int) -> ObjectInfo:
     metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
     modified = response.get("LastModified") or datetime.now(UTC)
     return ObjectInfo(
@@ -678,7 +690,7 @@ def _info_from(key: str, response: dict[str, Any], size: int) -> ObjectInfo:
     )
 
 
-def _content_md5(response: dict[str, Any]) -> str | None:
+def _content_md5(response: ObjectHead) -> str | None:
     """The body's MD5 where the ETag is one."""
     match = _PLAIN_ETAG_RE.fullmatch(response.get("ETag") or "")
     if match is None or response.get("SSECustomerAlgorithm"):

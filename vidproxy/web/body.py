@@ -22,6 +22,7 @@ from ..errors import (
 )
 from ..hashing import BackgroundHash
 from ..uploads.headers import Checksum
+from .protocol import forgive_finished_body
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -152,7 +153,7 @@ class RequestBody:
         # tells a finished body from a cut one; the buffered rest is still ours.
         if not self._content.is_eof():
             raise IncompleteBody("the client closed the connection before the body ended")
-        self._content._exception = None  # type: ignore[attr-defined]
+        forgive_finished_body(self._content)
         return self._content.read_nowait()
 
     async def _finish(self) -> None:
@@ -218,7 +219,7 @@ class PatchBody(RequestBody):
         # Cut off: aiohttp raises the loss before the bytes it still holds, which
         # did arrive and belong to the upload; hand them over, then the cut.
         self._lost = IncompleteBody("the client closed the connection before the body ended")
-        self._content._exception = None  # type: ignore[attr-defined]
+        forgive_finished_body(self._content)  # the loss is raised after these bytes
         rest = self._content.read_nowait()
         if not rest:
             raise self._lost
