@@ -241,6 +241,6 @@ class ResumableStore(Protocol):
         """Drop the upload: its bytes, parts and record."""
         ...
 
-    async def records(self) -> AsyncIterator[UploadRecord]:
+    def records(self) -> AsyncIterator[UploadRecord]:
         """Every upload record, for the expiry sweep."""
         ...

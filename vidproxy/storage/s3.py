@@ -263,7 +263,7 @@ class S3Store:
         """One S3 request's error mapping and deadline, for the tus store's calls."""
         return self._call(operation)
 
-    def create_only_commit(self, key: str) -> AbstractAsyncContextManager[dict[str, str]]:
+    def create_only_commit(self, key: str) -> AbstractAsyncContextManager[Any]:
         """The commit conditions of a create-only write of ``key`` (one per key at
         a time in this process, each looking first), for a finishing tus upload."""
         return self._create_only_commit(key)

@@ -354,7 +354,8 @@ class _Append:
         assert self._source is not None
         record = self._record
         number = len(record.parts) + 1
-        buffer: memoryview | None = await self._buffers.take(self._plan.size_of(number))
+        buffer = await self._buffers.take(self._plan.size_of(number))
+        owned = True  # False while the buffer belongs to a part's task
         try:
             filled = await self._s3.read_tail(record, buffer)
             tail_bytes, hashed = filled, filled
@@ -365,10 +366,11 @@ class _Append:
                 if filled < len(buffer):
                     break
                 await self._feed_hash(buffer[hashed:filled])
-                part, buffer = buffer, None  # the part's task gives it back once sent
-                await self._send_part(number, part)
+                owned = False  # the part's task gives it back once sent
+                await self._send_part(number, buffer)
                 number += 1
                 buffer = await self._buffers.take(self._plan.size_of(min(number, MAX_PARTS)))
+                owned = True
                 filled = hashed = tail_bytes = 0
             await self._feed_hash(buffer[hashed:filled])
             await self._land_all()
@@ -377,7 +379,7 @@ class _Append:
             await self._cancel_inflight()
             raise
         finally:
-            if buffer is not None:
+            if owned:
                 self._buffers.give_back(buffer)
 
     async def _feed_hash(self, data: memoryview) -> None:

@@ -48,7 +48,7 @@ class Sha256:
 
     def __init__(self, state: str | None = None) -> None:
         lib = _libcrypto()
-        self._lib = lib
+        self._lib: Any = lib
         self._fallback: Any = None
         self._ctx = ctypes.create_string_buffer(CTX_BYTES)
         if lib is None:

@@ -215,6 +215,7 @@ async def _append(
         room = room_left(record, server.max_upload_bytes)
         body = PatchBody(request, room, server.body_timeout, min_rate, checksum)
         before = record.offset
+        stored: StoredObject | None
         try:
             if record.is_full():
                 stored = await app[RESUMABLE].finish_empty(record)
