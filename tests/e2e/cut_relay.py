@@ -5,7 +5,9 @@ The client talks to ``relay.url``; every byte goes on to vidproxy unchanged.
 bodies alike). ``cut_after(n)`` arms a cut: once ``n`` more bytes have gone
 up, every connection through the relay is broken (a reset both ways) in the
 middle of whatever request is under way, as a dropped Wi-Fi or a dying proxy
-would; later connections pass again. Threads, not asyncio, so that a test
+would; later connections pass again. ``hold_after(n)`` instead stops passing
+bytes up after ``n`` more (the client stalls mid-request, to be interrupted)
+until ``cut_now()`` breaks the connections. Threads, not asyncio, so that a test
 can drive client processes with plain ``subprocess`` calls while it runs.
 """
 
@@ -40,6 +42,9 @@ class CuttingRelay:
         self._sent = 0
         self._cut_at: int | None = None  # the value of ``sent`` that triggers the cut
         self.cuts = 0
+        self._hold_at: int | None = None  # the value of ``sent`` where bytes stop passing
+        self._released = threading.Event()
+        self.holding = threading.Event()  # a pump is stalled at the hold
         self._open: set[socket.socket] = set()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = False
@@ -54,6 +59,23 @@ class CuttingRelay:
         """Break every connection once ``n`` more bytes have gone up."""
         with self._lock:
             self._cut_at = self._sent + n
+
+    def hold_after(self, n: int) -> None:
+        """Stop passing bytes up once ``n`` more have gone, until ``cut_now``."""
+        with self._lock:
+            self._hold_at = self._sent + n
+        self._released.clear()
+        self.holding.clear()
+
+    def wait_for_hold(self) -> None:
+        poll(self.holding.is_set, "a request stalled at the hold", CUT_TIMEOUT)
+
+    def cut_now(self) -> None:
+        """Break every connection now (a held one included); the hold is lifted."""
+        with self._lock:
+            self._hold_at = None
+        self._released.set()
+        self._cut()
 
     def wait_for_cut(self, cuts: int = 1) -> None:
         poll(lambda: self.cuts >= cuts, f"{cuts} cut(s) through the relay", CUT_TIMEOUT)
@@ -89,6 +111,9 @@ class CuttingRelay:
                     self._cut()
                     return
                 sink.sendall(data)
+                if self._reached_hold():
+                    self.holding.set()
+                    self._released.wait(CUT_TIMEOUT)
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             self._forget(source, sink)
@@ -111,6 +136,10 @@ class CuttingRelay:
             self._sent += allowed
             self._cut_at = None
             return allowed
+
+    def _reached_hold(self) -> bool:
+        with self._lock:
+            return self._hold_at is not None and self._sent >= self._hold_at
 
     def _cut(self) -> None:
         self._break_all()
