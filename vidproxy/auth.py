@@ -28,7 +28,8 @@ from urllib.parse import quote, urlencode
 from .config import AuthConfig
 from .errors import Forbidden, Unauthorized
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+# OPTIONS: what a tus client asks first (OPTIONS /uploads) needs what a GET needs.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What POST /sign and `vidproxy sign` hand out.
 SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 MAX_TTL_SECONDS = 7 * 24 * 3600

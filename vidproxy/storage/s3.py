@@ -11,7 +11,7 @@ import enum
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -169,11 +169,33 @@ class S3Store:
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
+        # Set by the tus store: the multipart uploads the stale-upload sweep keeps.
+        self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
         events.register("after-call.s3", self._count_answer)
         events.register("after-call-error.s3", self._count_failure)
+
+    # What the resumable (tus) store builds on: the same client, bucket and settings.
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def config(self) -> S3Config:
+        return self._cfg
+
+    def count_part(self) -> None:
+        self._count_part()
+
+    async def etag_as_read(self, key: str, completed: str, size: int) -> str:
+        """The ETag HEAD and GET will show for a multipart object just completed."""
+        return await self._etag_as_read(key, completed, size, None)
 
     def _count_request(self, model: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
@@ -189,8 +211,11 @@ class S3Store:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
-        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors)
+        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors, self._kept)
         self._sweeper = asyncio.ensure_future(sweep)
+
+    async def _kept(self) -> set[str]:
+        return await self.keep_uploads() if self.keep_uploads is not None else set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` beside requests; ``close`` waits for it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,17 +21,35 @@ from ..errors import NotFound, UpstreamError, UpstreamUnavailable
 log = logging.getLogger(__name__)
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
+# The S3 upload ids a sweep must leave alone: those of live tus uploads, which
+# may rightly be older than the age limit (they expire by their own rule).
+KeepIds = Callable[[], Awaitable[set[str]]]
+
+
+async def _nothing_to_keep() -> set[str]:
+    return set()
+
+
 # Sweep this often, but never less often than the age limit allows.
 MAX_SWEEP_INTERVAL = 3600.0
 
 
 async def abort_stale_uploads(
-    client: Any, bucket: str, older_than: float, errors: ErrorMapper
+    client: Any,
+    bucket: str,
+    older_than: float,
+    errors: ErrorMapper,
+    keep: KeepIds = _nothing_to_keep,
 ) -> int:
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     aborted = 0
+    kept: set[str] | None = None
     async for upload in _list_uploads(client, bucket, errors):
         if upload["Initiated"] > cutoff:
+            continue
+        if kept is None:
+            kept = await keep()
+        if upload["UploadId"] in kept:
             continue
         async with errors("AbortMultipartUpload"):
             await client.abort_multipart_upload(
@@ -61,11 +79,17 @@ async def _list_uploads(
         params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
 
-async def sweep_forever(client: Any, bucket: str, older_than: float, errors: ErrorMapper) -> None:
+async def sweep_forever(
+    client: Any,
+    bucket: str,
+    older_than: float,
+    errors: ErrorMapper,
+    keep: KeepIds = _nothing_to_keep,
+) -> None:
     interval = min(max(older_than / 4, 1.0), MAX_SWEEP_INTERVAL)
     while True:
         try:
-            await abort_stale_uploads(client, bucket, older_than, errors)
+            await abort_stale_uploads(client, bucket, older_than, errors, keep)
         except (UpstreamError, UpstreamUnavailable) as exc:
             log.warning("stale upload sweep failed: %s", exc.message)
         await asyncio.sleep(interval)
