@@ -26,9 +26,14 @@ CUT_TIMEOUT = 60.0  # seconds a test waits for an armed cut to happen
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the peer sees the connection broken, not ended."""
+    """Close with RST (SO_LINGER 0): the peer sees the connection broken, not ended.
+    ``shutdown(SHUT_RD)`` first wakes a pump thread blocked in ``recv`` on it:
+    until that ``recv`` returns, the kernel keeps the socket open whatever
+    ``close`` says, and the peer would see nothing at all."""
     with suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with suppress(OSError):
         sock.close()
 

@@ -31,6 +31,9 @@ CUT_AT = 8 * MiB + 4321
 # What a request head and the relay's granularity may add to the bytes a
 # resumed run sends on top of the bytes past the resumed offset.
 HEAD_SLACK = 64 * 1024
+# A second run starts while the server may still be storing the cut PATCH's
+# bytes: it answers 423 until then, and tus-js-client retries 423 (and 409).
+RESUME_RETRIES = [200, 500, 1000, 2000, 4000]
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +97,7 @@ def test_a_cut_upload_resumes_from_the_url_store_in_a_second_run(
     assert relay.cuts == 1
     before = relay.sent
 
-    code, second = run_driver(node, options)
+    code, second = run_driver(node, {**options, "retryDelays": RESUME_RETRIES})
     assert code == 0, second
     assert second["url"] == first["url"]  # the same upload, found by fingerprint
     resumed = second["resumedFrom"]
