@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import Connect, RawConnection
 
 from vidproxy.config import Config
 from vidproxy.units import MiB
@@ -98,3 +101,381 @@ async def test_an_upload_in_pieces_is_stored_whole(
     assert last.headers["X-Video-Key"] == "clips/a.mp4"
     assert last.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
     assert await fetched(client, "clips/a.mp4") == body
+
+
+async def error_of(response: Any, status: int, code: str) -> None:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    if response.method != "HEAD":  # a HEAD answer has the headers only
+        assert (await response.json())["error"] == code
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+
+
+async def offset_of(client: TestClient[Any, Any], location: str) -> int:
+    response = await client.head(location, headers=TUS)
+    assert response.status == 200
+    return int(response.headers["Upload-Offset"])
+
+
+async def test_head_tells_offset_length_metadata_and_no_store(
+    client: TestClient[Any, Any],
+) -> None:
+    location = await create(client, 10, key="h.mp4", filename="h.mp4")
+    await patch(client, location, 0, b"0123")
+    response = await client.head(location, headers=TUS)
+    assert response.status == 200
+    assert response.headers["Upload-Offset"] == "4"
+    assert response.headers["Upload-Length"] == "10"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert response.headers["Upload-Metadata"] == metadata(key="h.mp4", filename="h.mp4")
+    assert "GMT" in response.headers["Upload-Expires"]
+
+
+@pytest.mark.parametrize("version", [None, "0.2.2", "2.0.0"])
+async def test_another_tus_version_gets_412_with_tus_version(
+    client: TestClient[Any, Any], version: str | None
+) -> None:
+    headers = {"Upload-Length": "3"} | ({"Tus-Resumable": version} if version else {})
+    response = await client.post("/uploads", headers=headers)
+    await error_of(response, 412, "tus_version_unsupported")
+    assert response.headers["Tus-Version"] == "1.0.0"
+    location = await create(client, 3)
+    for method in ("HEAD", "PATCH", "DELETE"):
+        response = await client.request(method, location, headers={"Upload-Offset": "0"})
+        assert response.status == 412
+        assert response.headers["Tus-Version"] == "1.0.0"
+
+
+async def test_patch_without_offset_octet_stream_gets_415(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 3)
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/octet-stream"}
+    await error_of(await client.patch(location, data=b"abc", headers=headers), 415,
+                   "unsupported_media_type")  # fmt: skip
+    assert await offset_of(client, location) == 0
+
+
+async def test_patch_at_another_offset_gets_409_and_stores_nothing(
+    client: TestClient[Any, Any],
+) -> None:
+    location = await create(client, 6)
+    assert (await patch(client, location, 0, b"abc")).status == 204
+    await error_of(await patch(client, location, 0, b"abc"), 409, "offset_mismatch")
+    await error_of(await patch(client, location, 5, b"f"), 409, "offset_mismatch")
+    assert (await patch(client, location, 3, b"def")).status == 204
+    assert await fetched(client, location.rsplit("/", 1)[1]) == b"abcdef"
+
+
+async def test_unknown_or_terminated_upload_gets_404(
+    client: TestClient[Any, Any], pending_uploads: Any
+) -> None:
+    await error_of(await client.head("/uploads/01JD0000000000000000000000", headers=TUS), 404,
+                   "not_found")  # fmt: skip
+    await error_of(await client.head("/uploads/..%2Fetc", headers=TUS), 404, "not_found")
+    body = payload(6 * MiB)
+    location = await create(client, len(body))
+    assert (await patch(client, location, 0, body[: 5 * MiB + 3])).status == 204
+    response = await client.delete(location, headers=TUS)
+    assert response.status == 204
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    await error_of(await client.head(location, headers=TUS), 404, "not_found")
+    await error_of(await patch(client, location, 5 * MiB + 3, body[5 * MiB + 3 :]), 404,
+                   "not_found")  # fmt: skip
+    assert await pending_uploads() == []
+
+
+async def test_a_checksum_mismatch_gets_460_and_keeps_none_of_its_bytes(
+    client: TestClient[Any, Any],
+) -> None:
+    body = payload(7 * MiB, seed=3)
+    location = await create(client, len(body), key="sum.bin")
+    first = body[: 6 * MiB]  # more than a part: staged, then discarded
+    wrong = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    response = await patch(client, location, 0, first, **{"Upload-Checksum": f"sha1 {wrong}"})
+    await error_of(response, 460, "upload_checksum_mismatch")
+    assert await offset_of(client, location) == 0
+    for algorithm, start, end in (("sha256", 0, 3 * MiB), ("md5", 3 * MiB, 7 * MiB)):
+        piece = body[start:end]
+        digest = base64.b64encode(hashlib.new(algorithm, piece).digest()).decode()
+        checksum = {"Upload-Checksum": f"{algorithm} {digest}"}
+        assert (await patch(client, location, start, piece, **checksum)).status == 204
+    assert await fetched(client, "sum.bin") == body
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Upload-Length": "3", "Upload-Checksum": "crc32 AAAA"}, "unsupported_checksum"),
+        ({"Upload-Length": "x"}, "invalid_upload_header"),
+        ({}, "invalid_upload_header"),
+        ({"Upload-Length": "3", "Upload-Defer-Length": "1"}, "invalid_upload_header"),
+        ({"Upload-Defer-Length": "2"}, "invalid_upload_header"),
+        ({"Upload-Length": "3", "Upload-Metadata": "key not-base64!"}, "invalid_upload_header"),
+        ({"Upload-Length": "3", "Upload-Metadata": metadata(key="a/../b")}, "invalid_key"),
+        ({"Upload-Length": "3", "Upload-Metadata": metadata(key=".vidproxy/x")}, "invalid_key"),
+        ({"Upload-Length": "3", "Upload-Metadata": metadata(filetype="a\nb")},
+         "invalid_content_type"),
+    ],
+)  # fmt: skip
+async def test_bad_creation_headers_get_400(
+    client: TestClient[Any, Any], headers: dict[str, str], code: str
+) -> None:
+    sent = {**TUS, **headers}
+    if "Upload-Checksum" in headers:
+        sent["Content-Type"] = "application/offset+octet-stream"
+        await error_of(await client.post("/uploads", data=b"abc", headers=sent), 400, code)
+    else:
+        await error_of(await client.post("/uploads", headers=sent), 400, code)
+
+
+async def test_bad_patch_headers_get_400(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 3)
+    await error_of(await client.patch(location, data=b"a", headers=OCTETS), 400,
+                   "invalid_upload_header")  # fmt: skip
+    await error_of(await patch(client, location, -1, b"a"), 400, "invalid_upload_header")
+    await error_of(await patch(client, location, 0, b"a", **{"Upload-Length": "9"}), 400,
+                   "invalid_upload_header")  # fmt: skip
+
+
+async def test_too_large_gets_413(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    client = await start_vidproxy(make_config("fs", server={"max_upload_bytes": 1000}))
+    response = await client.post("/uploads", headers={**TUS, "Upload-Length": "1001"})
+    await error_of(response, 413, "too_large")
+    location = await create(client, 10)
+    await error_of(await patch(client, location, 0, b"x" * 11), 413, "too_large")
+    deferred = await create(client, None)
+    await error_of(await patch(client, deferred, 0, b"", **{"Upload-Length": "1001"}), 413,
+                   "too_large")  # fmt: skip
+
+
+async def test_creation_with_upload_stores_the_first_bytes(client: TestClient[Any, Any]) -> None:
+    headers = {**OCTETS, "Upload-Length": "10", "Upload-Metadata": metadata(key="cwu.bin")}
+    response = await client.post("/uploads", data=b"hello", headers=headers)
+    assert response.status == 201
+    assert response.headers["Upload-Offset"] == "5"
+    assert response.headers["X-Video-Key"] == "cwu.bin"
+    location = response.headers["Location"]
+    assert (await patch(client, location, 5, b"world")).status == 204
+    assert await fetched(client, "cwu.bin") == b"helloworld"
+
+
+async def test_a_whole_upload_in_the_creation_request(client: TestClient[Any, Any]) -> None:
+    body = payload(6 * MiB)
+    headers = {**OCTETS, "Upload-Length": str(len(body)), "Upload-Metadata": metadata(key="one")}
+    response = await client.post("/uploads", data=body, headers=headers)
+    assert response.status == 201
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "one") == body
+
+
+@pytest.mark.parametrize("sizes", [[3 * MiB, 4 * MiB, 1], [6 * MiB, 0], [1, 2]])
+async def test_a_deferred_length_is_declared_by_a_later_patch(
+    client: TestClient[Any, Any], sizes: list[int]
+) -> None:
+    body = payload(sum(sizes), seed=5)
+    location = await create(client, None, key="deferred.bin")
+    response = await client.head(location, headers=TUS)
+    assert response.headers["Upload-Defer-Length"] == "1"
+    assert "Upload-Length" not in response.headers
+    offset = 0
+    for index, size in enumerate(sizes):
+        last = index == len(sizes) - 1
+        extra = {"Upload-Length": str(len(body))} if last else {}
+        response = await patch(client, location, offset, body[offset : offset + size], **extra)
+        assert response.status == 204, await response.text()
+        offset += size
+    # tusd #1385: the tail must be part of the object when the length comes last.
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "deferred.bin") == body
+
+
+async def test_a_zero_length_upload_is_an_empty_video(client: TestClient[Any, Any]) -> None:
+    response = await client.post(
+        "/uploads", headers={**TUS, "Upload-Length": "0", "Upload-Metadata": metadata(key="e")}
+    )
+    assert response.status == 201
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(b"").hexdigest()
+    assert await fetched(client, "e") == b""
+
+
+async def test_the_video_key_defaults_to_the_upload_id(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 3)
+    response = await patch(client, location, 0, b"abc")
+    upload_id = location.rsplit("/", 1)[1]
+    assert response.headers["X-Video-Key"] == upload_id
+    assert await fetched(client, upload_id) == b"abc"
+
+
+async def test_key_with_spaces_is_percent_encoded_in_x_video_key(
+    client: TestClient[Any, Any],
+) -> None:
+    location = await create(client, 1, key="a dir/ä b.mp4")
+    response = await patch(client, location, 0, b"x")
+    assert response.headers["X-Video-Key"] == "a%20dir/%C3%A4%20b.mp4"
+
+
+async def test_method_override_carries_patch_head_and_delete(
+    client: TestClient[Any, Any],
+) -> None:
+    location = await create(client, 6, key="ov")
+    headers = {**OCTETS, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    response = await client.post(location, data=b"abc", headers=headers)
+    assert response.status == 204
+    response = await client.post(location, headers={**TUS, "X-HTTP-Method-Override": "HEAD"})
+    assert response.headers["Upload-Offset"] == "3"
+    response = await client.post(location, headers={**TUS, "X-HTTP-Method-Override": "DELETE"})
+    assert response.status == 204
+    await error_of(await client.head(location, headers=TUS), 404, "not_found")
+    await error_of(await client.post(location, headers=TUS), 405, "method_not_allowed")
+
+
+async def test_filetype_sets_the_content_type(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 3, key="noext", filetype="video/webm")
+    await patch(client, location, 0, b"abc")
+    response = await client.head("/videos/noext")
+    assert response.headers["Content-Type"] == "video/webm"
+    location = await create(client, 3, key="sniffed")
+    await patch(client, location, 0, b"abc")
+    response = await client.head("/videos/sniffed")
+    assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+async def test_create_only_refuses_an_existing_key(client: TestClient[Any, Any]) -> None:
+    assert (await client.put("/videos/taken", data=b"old")).status == 201
+    headers = {
+        **TUS,
+        "Upload-Length": "3",
+        "Upload-Metadata": metadata(key="taken") + ",create_only",
+    }
+    await error_of(await client.post("/uploads", headers=headers), 412, "precondition_failed")
+    location = await create(client, 3, key="free", create_only="1")
+    assert (await patch(client, location, 0, b"new")).status == 204
+    assert await fetched(client, "free") == b"new"
+
+
+async def test_the_old_video_stays_until_the_last_byte(client: TestClient[Any, Any]) -> None:
+    assert (await client.put("/videos/v.mp4", data=b"old bytes")).status == 201
+    assert await fetched(client, "v.mp4") == b"old bytes"  # cached on S3
+    body = payload(6 * MiB)
+    location = await create(client, len(body), key="v.mp4")
+    await patch(client, location, 0, body[: 5 * MiB + 1])
+    assert await fetched(client, "v.mp4") == b"old bytes"
+    await patch(client, location, 5 * MiB + 1, body[5 * MiB + 1 :])
+    assert await fetched(client, "v.mp4") == body
+
+
+async def test_a_finished_upload_still_answers_head(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 3, key="done")
+    await patch(client, location, 0, b"abc")
+    response = await client.head(location, headers=TUS)
+    assert response.status == 200
+    assert response.headers["Upload-Offset"] == "3"
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(b"abc").hexdigest()
+    await error_of(await patch(client, location, 3, b""), 409, "offset_mismatch")
+
+
+async def test_uploads_records_are_not_listed(client: TestClient[Any, Any]) -> None:
+    location = await create(client, 10, key="listed")
+    await patch(client, location, 0, b"abc")
+    response = await client.get("/videos")
+    assert [item["key"] for item in (await response.json())["items"]] == []
+
+
+# ---- an offset is a promise: cut off, locked, expired --------------------------
+
+
+async def send_part_of_a_patch(
+    raw_connect: Connect, client: TestClient[Any, Any], location: str, offset: int,
+    declared: int, sent: bytes,
+) -> RawConnection:  # fmt: skip
+    connection = await raw_connect(client)
+    headers = {**OCTETS, "Upload-Offset": str(offset), "Content-Length": str(declared)}
+    await connection.send_head("PATCH", location, headers)
+    await connection.send(sent)
+    return connection
+
+
+@pytest.mark.parametrize("cut_at", [1000, 5 * MiB + 1000, 11 * MiB])
+async def test_a_patch_cut_off_keeps_every_byte_that_arrived(
+    client: TestClient[Any, Any], raw_connect: Connect, wait_until: Any, cut_at: int
+) -> None:
+    body = payload(12 * MiB, seed=7)
+    location = await create(client, len(body), key="cut.bin")
+    connection = await send_part_of_a_patch(
+        raw_connect, client, location, 0, len(body), body[:cut_at]
+    )
+
+    async def cut_point_stored() -> bool:
+        return await offset_of(client, location) == cut_at
+
+    # Hang up mid-body. TCP delivers what was sent before the FIN, so the server
+    # sees exactly ``cut_at`` bytes and then the end of the connection.
+    await connection.close()
+    await wait_until(cut_point_stored, f"offset {cut_at} after the cut", within=10)
+    response = await patch(client, location, cut_at, body[cut_at:])
+    assert response.status == 204
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "cut.bin") == body
+
+
+async def test_a_second_patch_while_one_runs_gets_423(
+    client: TestClient[Any, Any], raw_connect: Connect, wait_until: Any
+) -> None:
+    location = await create(client, 100, key="locked")
+    connection = await send_part_of_a_patch(raw_connect, client, location, 0, 100, b"a" * 10)
+
+    async def locked() -> bool:
+        response = await patch(client, location, 0, b"b" * 10)
+        return response.status == 423
+
+    await wait_until(locked, "423 for the second PATCH")
+    response = await patch(client, location, 0, b"b" * 10)
+    await error_of(response, 423, "upload_locked")
+    await connection.send(b"a" * 90)
+    assert (await connection.response()).status == 204
+    assert await fetched(client, "locked") == b"a" * 100
+
+
+def expire_record(backend: str, request: pytest.FixtureRequest, upload_id: str) -> None:
+    """Move the record's expiry into the past, as time would."""
+    name = f"{upload_id}.info"
+    if backend == "fs":
+        path = request.getfixturevalue("tmp_path") / "data" / "uploads" / name
+        record = json.loads(path.read_text())
+        record["expires"] = time.time() - 1
+        path.write_text(json.dumps(record))
+        return
+    s3, bucket = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    key = f".vidproxy/uploads/{name}"
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    record["expires"] = time.time() - 1
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+
+
+async def test_an_expired_upload_gets_410(
+    client: TestClient[Any, Any], backend: str, request: pytest.FixtureRequest
+) -> None:
+    location = await create(client, 10)
+    assert (await patch(client, location, 0, b"abc")).status == 204
+    expire_record(backend, request, location.rsplit("/", 1)[1])
+    await error_of(await client.head(location, headers=TUS), 410, "upload_expired")
+    await error_of(await patch(client, location, 3, b"def"), 410, "upload_expired")
+
+
+async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
+    backend: str, make_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
+    pending_uploads: Any, wait_until: Any,
+) -> None:  # fmt: skip
+    client = await start_vidproxy(make_config(backend, uploads={"expire_after": 1}))
+    location = await create(client, 20 * MiB)
+    assert (await patch(client, location, 0, payload(6 * MiB))).status == 204
+
+    async def gone() -> bool:
+        response = await client.head(location, headers=TUS)
+        return response.status == 404 and await pending_uploads() == []
+
+    await wait_until(gone, "the expired upload swept", within=10)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'vidproxy_tus_uploads_total{event="expired"} 1.0' in metrics

@@ -655,12 +655,16 @@ async def test_listing_never_shows_the_reserved_prefix(
     client = await start_vidproxy(make_config("s3"))
     for name in ("a", "b", "c"):
         s3.put_object(Bucket=bucket, Key=f".vidproxy/{name}", Body=b"record")
-    await put(client, "zz.mp4", payload(10))
+    for key in ("-early.mp4", "zz.mp4", "zzz.mp4"):  # "-" sorts before ".vidproxy/"
+        await put(client, key, payload(10))
     listed = await client.get("/videos", params={"limit": "2"})
     page = await listed.json()
-    assert [item["key"] for item in page["items"]] == []
+    # The page is filled from past the records, not cut short by them.
+    assert [item["key"] for item in page["items"]] == ["-early.mp4", "zz.mp4"]
     rest = await client.get("/videos", params={"after": page["next_after"]})
-    assert [item["key"] for item in (await rest.json())["items"]] == ["zz.mp4"]
+    assert [item["key"] for item in (await rest.json())["items"]] == ["zzz.mp4"]
+    among = await client.get("/videos", params={"after": ".vidproxy/a"})
+    assert [item["key"] for item in (await among.json())["items"]] == ["zz.mp4", "zzz.mp4"]
     hidden = await client.get("/videos", params={"prefix": ".vidproxy/"})
     assert (await hidden.json())["items"] == []
     await assert_error(await client.get("/videos/.vidproxy/a"), 400, "invalid_key")

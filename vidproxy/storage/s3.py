@@ -38,11 +38,12 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from ..hashing import BackgroundHash
-from ..keys import is_reserved
+from ..keys import RESERVED_PREFIX, is_reserved
 from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
+from .digests import DigestRecord, DigestRecords, with_recorded_sha256
 from .multipart import MultipartUpload, PartBuffers
 from .parts import PartPlan
 from .sweeper import sweep_forever
@@ -54,6 +55,9 @@ READ_CHUNK = 256 * KiB
 LIST_HEAD_CONCURRENCY = 16
 DEFAULT_REGION = "us-east-1"
 SHA256_METADATA = "sha256"
+# Sorts after every key vidproxy writes under RESERVED_PREFIX (hex digests,
+# ULIDs): no character sorts after U+10FFFF, in code points or in UTF-8 bytes.
+PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
@@ -171,6 +175,7 @@ class S3Store:
         self._multipart_etags = _MultipartEtags.UNKNOWN
         # Set by the tus store: the multipart uploads the stale-upload sweep keeps.
         self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
+        self._digests = DigestRecords(client, cfg.bucket, s3_errors)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -259,12 +264,20 @@ class S3Store:
             ) from None
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
+        # The SHA-256 record is read beside the object, not after it: a cold
+        # first byte waits for whichever answer comes last, not for both in turn.
+        record = self.spawn(self._digests.read(key))
         if head:
-            return S3Reader(self, await self.head(key))
+            return S3Reader(self, await _believed(await self.head(key), record))
         try:
             response, fetched, info = await self._get(key, hint)
         except _Unsatisfiable:
-            return S3Reader(self, await self.head(key))
+            return S3Reader(self, await _believed(await self.head(key), record))
+        try:
+            info = await _believed(info, record)
+        except BaseException:
+            response["Body"].close()
+            raise
         return S3Reader(self, info, response, fetched)
 
     async def head(self, key: str) -> ObjectInfo:
@@ -323,8 +336,31 @@ class S3Store:
             await self._send_parts(upload, buffers, first, source, plan, md5)
             etag = await upload.complete(**conditions)
         content_md5 = await md5.hexdigest() if md5 is not None else None
-        etag = await self._etag_as_read(key, etag, upload.size, content_md5)
+        etag = await self.record_completed(key, etag, upload.size, source.sha256(), content_md5)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
+
+    async def record_completed(
+        self, key: str, completed: str, size: int, sha256: str, content_md5: str | None = None
+    ) -> str:
+        """After a CompleteMultipartUpload of ``size`` bytes that answered the ETag
+        ``completed``: record the body's SHA-256 under the ETag that HEAD and GET
+        will show, and return that ETag (for the upload's answer). ``content_md5``,
+        the body's hex MD5 where the caller computed it, spares rclone a HEAD."""
+        etag = await self._etag_as_read(key, completed, size, content_md5)
+        await self.record_digest(key, etag, size, sha256)
+        return etag
+
+    async def record_digest(self, key: str, etag: str, size: int, sha256: str) -> bool:
+        """Record that the version of ``key`` with ``etag`` (as HEAD and GET show it)
+        and ``size`` has the SHA-256 ``sha256``; reads of that version report it from
+        now on, in every process on this bucket. False if the record could not be
+        written: the object stays stored, only without its digest."""
+        try:
+            await self._digests.write(DigestRecord(key, etag, size, sha256.lower()))
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            log.warning("stored %r but could not record its SHA-256: %s", key, exc.message)
+            return False
+        return True
 
     async def _send_parts(
         self,
@@ -403,14 +439,20 @@ class S3Store:
     async def delete(self, key: str) -> None:
         async with s3_errors("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
+        # After the object: a failure in between leaves a record that matches
+        # nothing, never an object that lost its digest.
+        await self._digests.delete(key)
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
-        params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
-        if after:
-            params["StartAfter"] = after
-        async with s3_errors("ListObjectsV2"):
-            response = await self._client.list_objects_v2(**params)
-        listed = [item["Key"] for item in response.get("Contents", [])]
+        if is_reserved(prefix):
+            return ObjectPage([], None)
+        listed, truncated = await self._list_keys(prefix, after, limit)
+        if truncated and is_reserved(listed[-1]):
+            # The page ran into vidproxy's own records (one per multipart object,
+            # sorted before most keys): list on from past them, not a page of nothing.
+            more = limit - sum(not is_reserved(key) for key in listed)
+            rest, truncated = await self._list_keys(prefix, PAST_RESERVED, more)
+            listed += rest
         keys = [key for key in listed if not is_reserved(key)]
         # ListObjectsV2 has no content types: look them up, a few at a time.
         limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
@@ -424,8 +466,19 @@ class S3Store:
 
         infos = await asyncio.gather(*(head_or_none(k) for k in keys))
         items = [info for info in infos if info is not None]
-        truncated = bool(response.get("IsTruncated")) and bool(listed)
         return ObjectPage(items, listed[-1] if truncated else None)
+
+    async def _list_keys(self, prefix: str, after: str, limit: int) -> tuple[list[str], bool]:
+        """One ListObjectsV2 page: its keys, and whether more follow."""
+        if is_reserved(after) and after < PAST_RESERVED:
+            after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
+        params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
+        if after:
+            params["StartAfter"] = after
+        async with s3_errors("ListObjectsV2"):
+            response = await self._client.list_objects_v2(**params)
+        listed = [str(item["Key"]) for item in response.get("Contents", [])]
+        return listed, bool(response.get("IsTruncated")) and bool(listed)
 
 
 class S3Reader:
@@ -490,6 +543,16 @@ async def _iter_body(body: Any) -> AsyncIterator[bytes]:
 
 
 _NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
+
+
+async def _believed(info: ObjectInfo, record: asyncio.Task[DigestRecord | None]) -> ObjectInfo:
+    """``info`` with the SHA-256 of its record, if the record describes this
+    version. An object that carries its digest in metadata does not wait for it."""
+    if info.sha256:
+        return info
+    # Shielded: a request cancelled here must not cut the record's GET mid-answer
+    # (its pooled connection would be lost); the store owns the task and waits for it.
+    return with_recorded_sha256(info, await asyncio.shield(record))
 
 
 def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _MultipartEtags:

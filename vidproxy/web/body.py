@@ -205,6 +205,24 @@ class PatchBody(RequestBody):
         self.verified_at_end = checksum is not None
         self.failure: VidproxyError | None = None
         self._ended = False
+        self._lost: IncompleteBody | None = None
+
+    async def _read_some(self) -> bytes:
+        if self._lost is not None:
+            raise self._lost
+        return await super()._read_some()
+
+    def _salvage_complete_body(self) -> bytes:
+        if self._content.is_eof():
+            return super()._salvage_complete_body()
+        # Cut off: aiohttp raises the loss before the bytes it still holds, which
+        # did arrive and belong to the upload; hand them over, then the cut.
+        self._lost = IncompleteBody("the client closed the connection before the body ended")
+        self._content._exception = None  # type: ignore[attr-defined]
+        rest = self._content.read_nowait()
+        if not rest:
+            raise self._lost
+        return rest
 
     @property
     def received(self) -> int:
