@@ -99,7 +99,6 @@ WRITES = [
     ("DELETE", f"/videos/{KEY}"),
     ("POST", "/upload"),
     ("POST", f"/upload/{KEY}"),
-    ("POST", "/sign"),
 ]
 
 
@@ -469,6 +468,33 @@ async def test_sign_cannot_mint_read_urls_past_the_read_tokens(
     answer = await sign_via_api(client, {"key": KEY}, headers=READER)
     assert (await client.get(answer["url"])).status == 200
     assert (await sign_via_api(client, {"key": KEY, "method": "PUT"}, headers={}))["url"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_read_token_signs_reads(guarded: Client, method: str) -> None:
+    # A viewer of the page with a read token gets links its <video> can play.
+    answer = await sign_via_api(guarded, {"key": KEY, "method": method}, headers=READER)
+    response = await guarded.request(method, answer["url"])
+    assert response.status == 200
+    assert await response.read() == (BODY if method == "GET" else b"")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_a_read_token_cannot_sign_writes(guarded: Client, method: str) -> None:
+    body = json.dumps({"key": KEY, "method": method})
+    response = await guarded.post("/sign", data=body, headers=READER)
+    await assert_error(response, 403, "forbidden")
+    assert (await response.json())["message"] == "a read token cannot write"
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}])
+async def test_sign_without_a_known_token_is_401_before_the_body_is_read(
+    guarded: Client, method: str, headers: dict[str, str]
+) -> None:
+    for body in (json.dumps({"key": KEY, "method": method}), "not json"):
+        response = await guarded.post("/sign", data=body, headers=headers)
+        await assert_error(response, 401, "unauthorized")
 
 
 # ---- `vidproxy sign` ---------------------------------------------------------------------

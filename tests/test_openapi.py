@@ -202,7 +202,7 @@ async def service_answers(probe: Probe, client: Client) -> None:
     await probe.send(
         client, "GET", "/", headers={"If-None-Match": page.headers["ETag"]}, expect=304
     )
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/favicon.ico"):
         await probe.send(client, "GET", path, expect=200)
     await probe.send(
         client, "POST", "/sign", json={"key": KEY}, expect=400, code="signing_disabled"
@@ -328,8 +328,8 @@ async def auth_answers(probe: Probe, client: Client) -> None:
                 assert response.status not in (401, 403), f"{method} {template} is public"
             continue
         body: dict[str, Any] = {}
-        if template == "/sign":
-            body = {"json": {"key": KEY}}
+        if template == "/sign":  # a read token signs reads, not writes
+            body = {"json": {"key": KEY, "method": "PUT"}}
         elif "requestBody" in operation:
             body = {"data": BODY}
         await probe.send(client, method, template, KEY, expect=401, code="unauthorized", **body)

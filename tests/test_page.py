@@ -81,6 +81,7 @@ async def test_the_page_allows_only_its_own_script_and_style(site: TestClient[An
         "style-src": policy["style-src"],
         "connect-src": "'self'",
         "media-src": "'self'",
+        "img-src": "'self'",
         "base-uri": "'none'",
         "form-action": "'none'",
         "frame-ancestors": "'none'",
@@ -168,7 +169,11 @@ async def test_upload_play_seek_delete(
         row = tab.locator('tr[data-key="clip.webm"]')
         await row.wait_for(timeout=STEP_TIMEOUT_MS)
         await tab.locator('tr[data-key="intro.webm"]').wait_for(timeout=STEP_TIMEOUT_MS)
-        await tab.wait_for_selector("#progress.done", timeout=STEP_TIMEOUT_MS)
+        # One row per file, each green once stored.
+        await tab.wait_for_function(
+            "() => document.querySelectorAll('#uploads .upload.done').length === 2",
+            timeout=STEP_TIMEOUT_MS,
+        )
         stored = await site.get("/videos/clip.webm")
         assert await stored.read() == await asyncio.to_thread(webm_clip.read_bytes)
 
@@ -213,13 +218,13 @@ async def test_progress_and_cancel(
         await tab.set_input_files("#file", str(big))
         await tab.wait_for_function(
             "(pattern) => new RegExp(pattern).test("
-            "document.getElementById('progress-stats').textContent)",
+            "document.querySelector('#uploads .upload .stats').textContent)",
             arg=PROGRESS_STATS,
             timeout=STEP_TIMEOUT_MS,
         )
-        await tab.click("#cancel")
-        await tab.wait_for_selector("#progress.failed", timeout=STEP_TIMEOUT_MS)
-        assert await tab.inner_text("#progress-stats") == "Upload cancelled."
+        await tab.click("#uploads .upload .cancel")
+        await tab.wait_for_selector("#uploads .upload.failed", timeout=STEP_TIMEOUT_MS)
+        assert await tab.inner_text("#uploads .upload .stats") == "Upload cancelled."
         assert (await site.get("/videos/slow.webm")).status == 404
     finally:
         await context.close()
@@ -382,3 +387,13 @@ async def test_a_video_link_opened_in_its_own_tab_plays(
         assert blocked == []
     finally:
         await context.close()
+
+
+async def test_the_icon_is_served_to_anyone(guarded_site: TestClient[Any, Any]) -> None:
+    response = await guarded_site.get("/favicon.ico")  # no token, with tokens configured
+    assert response.status == 200
+    assert response.content_type == "image/x-icon"
+    icon = await response.read()
+    assert icon[:4] == b"\x00\x00\x01\x00"  # an ICO directory, of one image
+    assert icon == page.FAVICON
+    assert response.headers["Cache-Control"].startswith("public, max-age=")

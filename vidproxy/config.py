@@ -103,6 +103,12 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
     log_level: str = "info"
     log_format: str = "text"
+    # Pages on these origins may read answers (CORS): "*" for any, exact
+    # "scheme://host[:port]" otherwise; empty: none, only the service's own page.
+    cors_origins: tuple[str, ...] = ()
+    # Cache-Control on every object answer (GET, HEAD, 304), e.g. "public,
+    # max-age=31536000, immutable" for ULID keys behind a CDN; empty: none.
+    cache_control: str = ""
 
 
 @dataclass(frozen=True)
@@ -457,6 +463,27 @@ def _validate(config: Config) -> None:
     for name, ok, message in checks:
         if not ok:
             raise ConfigError(f"{name}: {message}")
+    _validate_web_headers(config.server)
+
+
+def _validate_web_headers(server: ServerConfig) -> None:
+    # Checked here: a bad header value would raise at send time, on every answer.
+    for origin in server.cors_origins:
+        if origin != "*" and not _is_origin(origin):
+            raise ConfigError(
+                f'server.cors_origins: expected "*" or an origin such as '
+                f"https://player.example (scheme, host, port; no path), got {origin!r}"
+            )
+    if not all(" " <= c <= "~" for c in server.cache_control):
+        raise ConfigError("server.cache_control: must be printable ASCII on one line")
+
+
+def _is_origin(text: str) -> bool:
+    """An origin as browsers send it in ``Origin`` (RFC 6454 §6.1)."""
+    if not _is_endpoint_url(text) or text.endswith("/"):
+        return False
+    parts = urlsplit(text)
+    return not (parts.path or parts.query or parts.fragment or parts.username)
 
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", re.ASCII)

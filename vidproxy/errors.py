@@ -18,6 +18,7 @@
     │   └── MalformedRequest        400 malformed_request: aiohttp's parser refused it
     ├── Unauthorized                401 unauthorized: no credentials, or an unknown token
     ├── Forbidden                   403 forbidden: a token without the right, a bad signature
+    │   └── OriginNotAllowed        403 origin_not_allowed: a CORS preflight from another origin
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── RequestTimeout              408 request_timeout: the head or the body stalled
@@ -138,6 +139,10 @@ class Unauthorized(VidproxyError):
 class Forbidden(VidproxyError):
     status = 403
     code = "forbidden"
+
+
+class OriginNotAllowed(Forbidden):
+    code = "origin_not_allowed"
 
 
 class NotFound(VidproxyError):

@@ -19,6 +19,7 @@ from ..storage.s3 import S3Store, open_s3_store
 from ..storage.s3_resumable import S3Resumable
 from ..uploads.locks import UploadLocks
 from .appkeys import AUTH, CONFIG, IN_FLIGHT, METRICS, RESUMABLE, STORE, TUS_LOCKS, UPLOADS
+from .cors import add_cors_headers, cors_middleware
 from .errors import error_middleware
 from .guards import upload_expect_handler
 from .handlers import health, metrics, openapi, page, sign, videos
@@ -33,9 +34,16 @@ KEY = r"{key:[\s\S]*}"
 
 
 def create_app(config: Config) -> web.Application:
-    # Metrics see the final answer; errors from the inner middlewares become JSON.
+    # Metrics see the final answer; errors from the inner middlewares become JSON;
+    # CORS preflights are answered before access control (browsers send no token).
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, in_flight_middleware, auth_middleware]
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            cors_middleware,
+            in_flight_middleware,
+            auth_middleware,
+        ]
     )
     app[CONFIG] = config
     app[AUTH] = Authorizer.from_config(config.auth)
@@ -43,6 +51,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS] = Metrics(lambda: uploads.in_use)
     app[IN_FLIGHT] = InFlight()
     app[TUS_LOCKS] = UploadLocks()
+    app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_expiry_sweep)
     app.on_response_prepare.append(tus.add_tus_headers)
@@ -111,6 +120,7 @@ def _add_routes(app: web.Application) -> None:
     router = app.router
     upload = {"expect_handler": upload_expect_handler}
     router.add_get("/", page.index)
+    router.add_get("/favicon.ico", page.favicon)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics.metrics)

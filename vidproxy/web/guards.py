@@ -11,21 +11,36 @@ from __future__ import annotations
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from ..auth import access_for
-from ..errors import ExpectationFailed, TooLarge, VidproxyError
+from ..auth import Access, access_for
+from ..errors import ExpectationFailed, TooLarge, Unauthorized, VidproxyError
 from ..keys import validate_key
 from .appkeys import AUTH, CONFIG, UPLOADS
 from .errors import error_response
 
-# Routes anyone may call: probes, metrics, the page and the API description.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json"})
+# Routes anyone may call: probes, metrics, the page, its icon and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico"})
+SIGN_PATH = "/sign"
 
 
 def authorize(request: web.Request) -> None:
     if request.path in PUBLIC_PATHS:
         return
+    if request.path == SIGN_PATH:
+        _check_signer(request)
+        return
     key = request.match_info.get("key")
     request.app[AUTH].check(request, access_for(request.method), key)
+
+
+def _check_signer(request: web.Request) -> None:
+    """POST /sign needs the access the URL it hands out grants (a read token signs
+    GET and HEAD), which its handler checks once it has the body. Before any body
+    is parsed: the caller may read, or may write."""
+    authorizer = request.app[AUTH]
+    try:
+        authorizer.check(request, Access.READ)
+    except Unauthorized:
+        authorizer.check(request, Access.WRITE)
 
 
 async def upload_expect_handler(request: web.Request) -> web.StreamResponse | None:

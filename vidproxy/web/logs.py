@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logs import Throttled
+from .responses import body_bytes_sent
 
 # Query parameters safe to log; everything else (sig, tokens) is redacted.
 _LOGGED_QUERY_KEYS = frozenset({"prefix", "after", "limit", "expires"})
@@ -86,8 +87,9 @@ def access_fields(
         "path": _loggable_path(request),
         "http_version": f"{request.version.major}.{request.version.minor}",
         "status": response.status,
-        # sendfile bypasses the writer's byte count; the declared length is exact.
-        "bytes": response.content_length or 0,
+        # What the socket took, not the declared length: a client that read 1,000
+        # bytes of 300 MiB and left is not logged as having had 300 MiB.
+        "bytes": body_bytes_sent(response),
         "duration": time,
         "cache": response.headers.get("X-Cache"),
     }

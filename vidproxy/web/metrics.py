@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from ..cache import CacheFigures
 from ..storage.base import StoreStats
+from .responses import body_bytes_sent
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -39,7 +40,9 @@ class Metrics:
             "vidproxy_received_bytes", "Request body bytes received", registry=self.registry
         )
         self.bytes_out = Counter(
-            "vidproxy_sent_bytes", "Video bytes sent (GET bodies)", registry=self.registry
+            "vidproxy_sent_bytes",
+            "Object body bytes the socket took (GET answers), not their declared length",
+            registry=self.registry,
         )
         self.cache_answers = Counter(
             "vidproxy_cache_answers",
@@ -88,7 +91,7 @@ class Metrics:
             and response.status in (200, 206)
             and "key" in request.match_info
         ):
-            self.bytes_out.inc(response.content_length or 0)
+            self.bytes_out.inc(body_bytes_sent(response))
         cache = response.headers.get("X-Cache")
         if cache:
             self.cache_answers.labels(cache.lower()).inc()

@@ -55,6 +55,7 @@ INLINE_CSP = "sandbox allow-same-origin; default-src 'none'; media-src 'self'; i
 # Headers a 304 repeats (RFC 9110 §15.4.5): the validators, and the ones that say
 # how to treat the bytes, so a browser's copy cached before they existed gets them.
 _NOT_MODIFIED_HEADERS = (
+    hdrs.CACHE_CONTROL,
     hdrs.ETAG,
     hdrs.LAST_MODIFIED,
     "X-Cache",
@@ -64,7 +65,9 @@ _NOT_MODIFIED_HEADERS = (
 )
 
 
-def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]:
+def object_headers(
+    info: ObjectInfo, cache_status: str | None, cache_control: str = ""
+) -> dict[str, str]:
     headers = {
         # The stored type goes out unchanged: players need it, and the
         # disposition and CSP below are what keep it harmless.
@@ -79,6 +82,8 @@ def object_headers(info: ObjectInfo, cache_status: str | None) -> dict[str, str]
         headers["X-Content-SHA256"] = info.sha256
     if cache_status:
         headers["X-Cache"] = cache_status
+    if cache_control:  # server.cache_control: the operator's, for browsers and CDNs
+        headers[hdrs.CACHE_CONTROL] = cache_control
     return headers
 
 
@@ -92,9 +97,11 @@ def presentation_headers(info: ObjectInfo) -> dict[str, str]:
     }
 
 
-async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamResponse:
+async def send_object(
+    request: web.Request, reader: ObjectReader, cache_control: str = ""
+) -> web.StreamResponse:
     info = reader.info
-    headers = object_headers(info, reader.cache_status)
+    headers = object_headers(info, reader.cache_status, cache_control)
     try:
         plan = plan_response(request.method, request.headers, info.validators)
     except VidproxyError as exc:  # 412, 416: still say where the answer came from
@@ -112,12 +119,26 @@ async def send_object(request: web.Request, reader: ObjectReader) -> web.StreamR
         return await _prepare_file(request, reader, response, plan)
     length = plan.range.length if plan.range is not None else info.size
     if request.method == "HEAD" or length == 0:
-        response = web.StreamResponse(status=plan.status, headers=headers)
+        response = _StreamedObject(status=plan.status, headers=headers)
         response.content_length = length
         await response.prepare(request)
         return response
     chunks = await reader.stream(plan.range)
     return await _stream(request, plan, headers, length, chunks)
+
+
+def body_bytes_sent(response: web.StreamResponse) -> int:
+    """Body bytes of ``response`` the socket took, for the access log and metrics:
+    an object answer counts what went out before its client left, not its length."""
+    if isinstance(response, _StreamedObject | _StoreFileResponse):
+        return response.body_sent
+    return response.content_length or 0  # small answers, written whole in one go
+
+
+class _StreamedObject(web.StreamResponse):
+    """An object answer written chunk by chunk, counting what the socket took."""
+
+    body_sent = 0
 
 
 def _not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -132,12 +153,17 @@ async def _stream(
     length: int,
     chunks: AsyncIterator[bytes],
 ) -> web.StreamResponse:
-    response = web.StreamResponse(status=plan.status, headers=headers)
+    response = _StreamedObject(status=plan.status, headers=headers)
     response.content_length = length
     await response.prepare(request)
+    handed = 0  # body bytes given to the transport
     try:
         async for chunk in chunks:
             await response.write(chunk)
+            handed += len(chunk)
+            # What the transport still holds never reached the socket; when the
+            # client leaves, it is dropped (and the write that sees it raises).
+            response.body_sent = handed - _unsent(request)
     except ConnectionError:
         return response  # the client left; nothing to tell it
     except Exception as exc:  # headers are out: all we can do is cut the connection
@@ -148,7 +174,13 @@ async def _stream(
     finally:
         await close_stream(chunks)
     await response.write_eof()
+    response.body_sent = handed
     return response
+
+
+def _unsent(request: web.Request) -> int:
+    transport = request.transport
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 async def _prepare_file(
@@ -182,12 +214,27 @@ class _WrongSize(Exception):
 
 
 class _StoreFileResponse(web.FileResponse):
-    """A FileResponse that keeps the ETag and Last-Modified it was given, and
-    sends the file only if it holds the recorded number of bytes."""
+    """A FileResponse that keeps the ETag and Last-Modified it was given, sends
+    the file only if it holds the recorded number of bytes, and counts the body
+    bytes the socket took."""
+
+    body_sent = 0
 
     def __init__(self, path: Path, size: int, **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
         self._recorded_size = size
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: Any, offset: int, count: int
+    ) -> AbstractStreamWriter:
+        try:
+            return await super()._sendfile(request, fobj, offset, count)
+        finally:
+            # loop.sendfile leaves the file's position after the last byte sent,
+            # even when it raises (asyncio's documentation: "file.tell() can be
+            # used to obtain the actual number of bytes sent"); aiohttp's own
+            # fallback reads as it writes, so it lands there too.
+            self.body_sent = max(0, min(count, fobj.tell() - offset))
 
     def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
         # aiohttp's worker thread, after it opened the file it will send and

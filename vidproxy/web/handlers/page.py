@@ -1,4 +1,5 @@
-"""GET /: the single-page web client (``vidproxy/web/static/index.html``).
+"""GET /: the single-page web client (``vidproxy/web/static/index.html``), and
+GET /favicon.ico, its icon (browsers ask for it on every load).
 
 The page is package data, read once at import: it is immutable, not state.
 ``no-cache`` makes browsers revalidate on every visit (RFC 9111 §5.2.2.4), and
@@ -21,6 +22,8 @@ from importlib import resources
 from aiohttp import web
 
 PAGE = resources.files("vidproxy.web").joinpath("static/index.html").read_bytes()
+FAVICON = resources.files("vidproxy.web").joinpath("static/favicon.ico").read_bytes()
+FAVICON_MAX_AGE_SECONDS = 86400  # an icon may be a day stale; the page may not
 _ETAG_VALUE = hashlib.sha256(PAGE).hexdigest()[:32]
 PAGE_ETAG = f'"{_ETAG_VALUE}"'
 
@@ -42,6 +45,7 @@ PAGE_CSP = "; ".join(
         f"style-src {inline_source_hash(PAGE, 'style')}",
         "connect-src 'self'",  # the API: fetch and the upload XHR
         "media-src 'self'",  # the player
+        "img-src 'self'",  # its icon
         "base-uri 'none'",
         "form-action 'none'",  # the token form is handled in script, never submitted
         "frame-ancestors 'none'",
@@ -65,3 +69,14 @@ async def index(request: web.Request) -> web.Response:
     if any(etag.value in (_ETAG_VALUE, "*") for etag in request.if_none_match or ()):
         return web.Response(status=304, headers=PAGE_HEADERS)
     return web.Response(body=PAGE, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+FAVICON_HEADERS = {
+    "Cache-Control": f"public, max-age={FAVICON_MAX_AGE_SECONDS}",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'",
+}
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(body=FAVICON, content_type="image/x-icon", headers=FAVICON_HEADERS)

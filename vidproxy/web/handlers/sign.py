@@ -16,8 +16,8 @@ async def sign(request: web.Request) -> web.Response:
     """Body ``{"key", "method" (GET), "ttl" (3600)}``; answers ``{"url", "expires"}``."""
     key, method, ttl = _parse(await _json_body(request))
     authorizer = request.app[AUTH]
-    # The middleware checked write access (this is a POST); a URL granting a read
-    # also needs read access, or open writes would hand out reads the tokens guard.
+    # The middleware checked read access: a URL grants what its caller may do
+    # itself, so a read token signs GET and HEAD, and PUT and DELETE need a write token.
     authorizer.check(request, access_for(method))
     if not authorizer.signing_key:
         raise SigningDisabled("auth.signing_key is not set")

@@ -70,7 +70,7 @@ async def get_video(request: web.Request) -> web.StreamResponse:
     hint = parse_range(request.headers.get("Range"))
     reader = await request.app[STORE].open(key, hint, head=request.method == "HEAD")
     try:
-        return await send_object(request, reader)
+        return await send_object(request, reader, request.app[CONFIG].server.cache_control)
     finally:
         await reader.aclose()
 
