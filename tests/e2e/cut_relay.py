@@ -5,9 +5,10 @@ The client talks to ``relay.url``; every byte goes on to vidproxy unchanged.
 bodies alike). ``cut_after(n)`` arms a cut: once ``n`` more bytes have gone
 up, every connection through the relay is broken (a reset both ways) in the
 middle of whatever request is under way, as a dropped Wi-Fi or a dying proxy
-would; later connections pass again. ``hold_after(n)`` instead stops passing
-bytes up after ``n`` more (the client stalls mid-request, to be interrupted)
-until ``cut_now()`` breaks the connections. Threads, not asyncio, so that a test
+would; later connections pass again. ``hold_after(n)`` instead stalls the one
+connection that carries the ``n``-th byte (its client stalls mid-request, to
+be interrupted; other connections pass) until ``cut_held()`` breaks it.
+Threads, not asyncio, so that a test
 can drive client processes with plain ``subprocess`` calls while it runs.
 """
 
@@ -66,7 +67,7 @@ class CuttingRelay:
             self._cut_at = self._sent + n
 
     def hold_after(self, n: int) -> None:
-        """Stop passing bytes up once ``n`` more have gone, until ``cut_now``."""
+        """Stall the connection that carries the ``n``-th byte from now, until ``cut_held``."""
         with self._lock:
             self._hold_at = self._sent + n
         self._released.clear()
@@ -75,12 +76,9 @@ class CuttingRelay:
     def wait_for_hold(self) -> None:
         poll(self.holding.is_set, "a request stalled at the hold", CUT_TIMEOUT)
 
-    def cut_now(self) -> None:
-        """Break every connection now (a held one included); the hold is lifted."""
-        with self._lock:
-            self._hold_at = None
+    def cut_held(self) -> None:
+        """Break the held connection (both ways, with a reset)."""
         self._released.set()
-        self._cut()
 
     def wait_for_cut(self, cuts: int = 1) -> None:
         poll(lambda: self.cuts >= cuts, f"{cuts} cut(s) through the relay", CUT_TIMEOUT)
@@ -116,9 +114,13 @@ class CuttingRelay:
                     self._cut()
                     return
                 sink.sendall(data)
-                if self._reached_hold():
+                if self._take_hold():
                     self.holding.set()
                     self._released.wait(CUT_TIMEOUT)
+                    self._forget(source, sink)
+                    with self._lock:
+                        self.cuts += 1
+                    return
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             self._forget(source, sink)
@@ -142,9 +144,13 @@ class CuttingRelay:
             self._cut_at = None
             return allowed
 
-    def _reached_hold(self) -> bool:
+    def _take_hold(self) -> bool:
+        """Whether this connection is the one to stall (the hold then is used up)."""
         with self._lock:
-            return self._hold_at is not None and self._sent >= self._hold_at
+            if self._hold_at is None or self._sent < self._hold_at:
+                return False
+            self._hold_at = None
+            return True
 
     def _cut(self) -> None:
         self._break_all()

@@ -132,7 +132,7 @@ def test_ctrl_c_mid_upload_then_the_same_command_resumes(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    relay.cut_now()
+    relay.cut_held()
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert err.strip().endswith("vidproxy upload: interrupted")
     assert len(saved_states(cache_home)) == 1
