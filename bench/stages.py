@@ -5,12 +5,13 @@ round on odd ones, and checks every byte after the clocks stop."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import downloads, tus, uploads, wrk
+from . import downloads, records, tus, uploads, wrk
 from .data import Pattern
 from .downloads import Timing, check, range_start, wait_cached
 from .figures import Figure, resume_cut, resume_limit_bytes
@@ -150,6 +151,23 @@ def cold_get_stage(run: Run, index: int) -> None:
     vid, base = got["vid"], got["boto3"]
     run.fig("cold_get_tput").add(rate(size, vid.elapsed), rate(size, base.elapsed))
     run.fig("cold_get_ttfb").add(vid.ttfb * 1e3, base.ttfb * 1e3)
+
+
+def record_ttfb_stage(run: Run, index: int) -> None:
+    """Cold GETs' first byte: the digest from its record, or from metadata (no wait)."""
+    env = run.env
+    if index == 0:
+        records.upload_pairs(env, run.pattern)
+    env.direct.restart()
+    ms: dict[str, list[float]] = {"record": [], "metadata": []}
+    for n in range(records.PAIRS):
+        got = in_turn(index + n, [
+            ("record", records.cold_get(env, run.pattern, run.buf, records.record_key(n))),
+            ("metadata", records.cold_get(env, run.pattern, run.buf, records.metadata_key(n))),
+        ])  # fmt: skip
+        for name, timing in got.items():
+            ms[name].append(timing.ttfb * 1e3)
+    run.fig("record_ttfb").add(statistics.median(ms["record"]), statistics.median(ms["metadata"]))
 
 
 def _vid_get(vp: Any, run: Run, key: str, size: int, start: int | None = None) -> Timing:
@@ -309,6 +327,7 @@ STAGES: dict[str, Callable[[Run, int], None]] = {
     "memory": memory_stage,
     "concurrent-uploads": concurrent_uploads_stage,
     "cold-get": cold_get_stage,
+    "record-ttfb": record_ttfb_stage,
     "cold-range": cold_range_stage,
     "warm-get": warm_get_stage,
     "warm-ranges": warm_ranges_stage,

@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import POLL_INTERVAL, POLL_TIMEOUT, RawConnection
+from conftest import RawConnection
 from multidict import CIMultiDict, CIMultiDictProxy
+from rigs.polling import apoll as wait_for  # the name the cache tests import
 from s3_proxy import S3Proxy
 
+from vidproxy.cache import Clock
 from vidproxy.config import Config
 from vidproxy.units import KiB
 
@@ -76,20 +77,6 @@ async def fetch(
     return Fetched(response.status, response.headers, body)
 
 
-async def wait_for(condition: Callable[[], Any], what: str, within: float = POLL_TIMEOUT) -> None:
-    """Poll ``condition`` (sync or async) until it is true; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within}s: {what}")
-        await asyncio.sleep(POLL_INTERVAL)
-
-
 async def wait_for_hit(client: TestClient[Any, Any], key: str) -> None:
     """Poll with HEAD (which never starts a fill) until ``key`` is served from disk.
 
@@ -101,11 +88,6 @@ async def wait_for_hit(client: TestClient[Any, Any], key: str) -> None:
     await wait_for(hit, f"{key} served from the cache (X-Cache: HIT)")
 
 
-async def sleep_until(moment: float) -> None:
-    """Sleep until the monotonic clock reads ``moment``: for tests of timers."""
-    await asyncio.sleep(max(0.0, moment - time.monotonic()))
-
-
 @dataclass
 class CacheRig:
     proxy: S3Proxy
@@ -113,14 +95,17 @@ class CacheRig:
     s3: Any  # boto3 client straight to moto: writes "behind vidproxy's back"
     cache_dir: Path
     _make_config: Callable[..., Config]
-    _start: Callable[[Config], Any]
+    _start: Callable[..., Any]
 
-    async def start(self, s3: dict[str, Any] | None = None, **cache: Any) -> TestClient[Any, Any]:
-        """vidproxy on S3 through the proxy, its cache in ``cache_dir``."""
+    async def start(
+        self, s3: dict[str, Any] | None = None, clock: Clock | None = None, **cache: Any
+    ) -> TestClient[Any, Any]:
+        """vidproxy on S3 through the proxy, its cache in ``cache_dir``; ``clock``
+        (a ``manual_clock.ManualClock``) for tests of idle expiry and revalidation."""
         settings = {"dir": str(self.cache_dir), "min_free_bytes": 0, **cache}
         s3 = {"endpoint_url": self.proxy.url, "read_timeout": S3_READ_TIMEOUT, **(s3 or {})}
         config = self._make_config("s3", cache=settings, s3=s3)
-        return await self._start(config)
+        return await self._start(config, clock=clock)
 
     async def upload(self, key: str, body: bytes, **metadata: str) -> str:
         """Put ``body`` under ``key`` directly in moto; returns the ETag."""
@@ -157,7 +142,7 @@ def cache_rig_fixture(
     bucket: str,
     tmp_path: Path,
     make_config: Callable[..., Config],
-    start_vidproxy: Callable[[Config], Any],
+    start_vidproxy: Callable[..., Any],
 ) -> CacheRig:
     return CacheRig(s3_proxy, bucket, s3, tmp_path / "cache", make_config, start_vidproxy)
 

@@ -1,7 +1,8 @@
 """Fixtures that start real servers: moto in server mode, and vidproxy itself.
 
 Every server binds 127.0.0.1 on a free port and is stopped by the fixture
-that started it.
+that started it. The servers themselves are in tests/rigs/ (tests/README.md
+names each); this file holds the fixtures every test module can ask for.
 """
 
 from __future__ import annotations
@@ -9,11 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
@@ -23,24 +19,29 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import web_app
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import AppRunner
+from aiohttp import web, web_app
+from aiohttp.test_utils import TestClient
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
+from rigs.app import RunAppServer
+from rigs.moto import MotoProcess
+from rigs.polling import POLL_INTERVAL, POLL_TIMEOUT, apoll
+from rigs.processes import free_port, wait_for_port
+from rigs.s3 import pending_uploads as s3_uploads
 
+from vidproxy.cache import Clock
 from vidproxy.config import Config, load_config
 from vidproxy.units import MiB
 from vidproxy.web.app import create_app
-from vidproxy.web.appkeys import CONFIG
-from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
-from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner
+
+# Imported from here by test modules (and kept so): the rigs are where they live.
+__all__ = ["POLL_INTERVAL", "POLL_TIMEOUT", "RunAppServer", "free_port", "wait_for_port"]
 
 # Tests use the smallest part S3 allows, so multipart paths run on small bodies.
 PART_SIZE = 5 * MiB
-# moto reports every multipart upload as initiated in 2010, so vidproxy's
-# stale-upload sweep would abort uploads still in flight: every vidproxy the
-# tests start against moto runs without it (the sweeper's own tests turn it on).
+# Every vidproxy the tests start runs without the stale-upload sweep, so its
+# requests stay out of what a test counts or a fault rule sees (the sweeper's own
+# tests, tests/test_sweeper.py, turn it on).
 NO_STALE_UPLOAD_SWEEP: dict[str, Any] = {"abort_stale_uploads_after": 0}
 NO_STALE_UPLOAD_SWEEP_ENV = {"VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0"}
 AWS_ENV = {
@@ -49,27 +50,6 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(
-    port: int, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,21 +76,10 @@ def forget_finished_apps() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(aws_env: None) -> Iterator[str]:
+def moto_endpoint(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode, as its own process on a free loopback port."""
-    port = free_port()
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with MotoProcess(tmp_path_factory.mktemp("moto") / "moto.log").start() as moto:
+        yield moto.url
 
 
 @pytest.fixture
@@ -174,33 +143,23 @@ def make_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[...,
     return make
 
 
-class RunAppServer(TestServer):
-    """A TestServer that handles requests as ``server.serve`` does in production.
-
-    aiohttp's TestServer turns ``handler_cancellation`` on; production leaves it
-    off, so a client that hangs up does not cancel the handler (an ffmpeg upload
-    that sent its whole body and closed must still be stored). The runner is
-    production's too, so what aiohttp's parser refuses is answered in JSON, and
-    vidproxy's app gets its configured head deadline and connection bound.
-    """
-
-    async def _make_runner(self, **kwargs: Any) -> AppRunner:
-        kwargs["handler_cancellation"] = False
-        config = self.app.get(CONFIG)
-        if config is not None:
-            limit = config.server.max_connections or MAX_DESCRIPTORS
-            kwargs["rules"] = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
-        return JsonErrorRunner(self.app, **kwargs)
-
-
 @pytest.fixture
 async def start_vidproxy(
     aiohttp_client: Callable[..., Any],
-) -> Callable[[Config], Any]:
-    """Start vidproxy on a real loopback socket; returns an aiohttp TestClient."""
+) -> Callable[..., Any]:
+    """Start vidproxy (from a Config, or an app a test built) on a real loopback
+    socket, run as production runs it; returns an aiohttp TestClient. ``clock``
+    (a ``manual_clock.ManualClock``, say) replaces the system's for the cache."""
 
-    async def start(config: Config) -> TestClient[Any, Any]:
-        return await aiohttp_client(RunAppServer(create_app(config)))
+    async def start(
+        what: Config | web.Application,
+        *,
+        handler_cancellation: bool = False,
+        clock: Clock | None = None,
+    ) -> TestClient[Any, Any]:
+        app = create_app(what, clock=clock) if isinstance(what, Config) else what
+        server = RunAppServer(app, handler_cancellation=handler_cancellation)
+        return await aiohttp_client(server)
 
     return start
 
@@ -215,10 +174,6 @@ async def client(
 
 # ---- helpers for what aiohttp's client will not do --------------------------
 
-# Upper bound for a poll that waits on something vidproxy finishes after it answered
-# (or after the client left): an abort reaching S3, a temp file removed.
-POLL_TIMEOUT = 5.0
-POLL_INTERVAL = 0.05
 # A raw client gives up on an answer after this long instead of hanging the suite.
 RESPONSE_TIMEOUT = 10.0
 
@@ -330,18 +285,9 @@ def chunked(body: bytes, piece: int = 64 * 1024) -> bytes:
 
 @pytest.fixture
 def wait_until() -> Callable[..., Awaitable[None]]:
-    """Poll an async condition until it holds; fail after ``within`` seconds."""
-
-    async def wait(
-        condition: Callable[[], Awaitable[bool]], what: str, within: float = POLL_TIMEOUT
-    ) -> None:
-        deadline = time.monotonic() + within
-        while not await condition():
-            if time.monotonic() > deadline:
-                pytest.fail(f"not within {within}s: {what}")
-            await asyncio.sleep(POLL_INTERVAL)
-
-    return wait
+    """Poll a condition (sync or async) until it holds; fail after ``within`` seconds:
+    ``await wait_until(condition, what, within=POLL_TIMEOUT)``."""
+    return apoll
 
 
 @pytest.fixture
@@ -354,12 +300,8 @@ def pending_uploads(
         s3_client = request.getfixturevalue("s3")
         bucket_name = request.getfixturevalue("bucket")
 
-        def list_s3() -> list[str]:
-            response = s3_client.list_multipart_uploads(Bucket=bucket_name)
-            return [upload["Key"] for upload in response.get("Uploads", [])]
-
         async def in_s3() -> list[str]:
-            return await asyncio.to_thread(list_s3)
+            return await asyncio.to_thread(s3_uploads, s3_client, bucket_name)
 
         return in_s3
     tmp_dir = tmp_path / "data" / "tmp"

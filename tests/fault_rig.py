@@ -1,14 +1,15 @@
-"""Fault injection for the S3 side, and vidproxy or moto as real processes.
+"""Fault injection for the S3 side.
 
 - ``TcpFault``: a byte relay on a fixed loopback port in front of an S3 endpoint.
   ``kill()`` aborts every connection through it and stops listening (new ones are
   refused, as from a dead S3); ``revive()`` listens on the same port again. The
   endpoint behind it keeps its state, so "S3 is back" sees the same objects.
 - ``S3Faults``: an HTTP proxy in front of an S3 endpoint whose ``rule`` sees every
-  request and may answer in S3's place (an XML error) instead of forwarding it.
-- ``VidproxyProcess``: ``python -m vidproxy serve`` configured by ``VIDPROXY_*``
-  variables, its log in a file; for signals, exit codes, RSS and what gets logged.
-- ``MotoProcess``: a ``moto_server`` of one's own, for tests that load it hard.
+  request and may answer in S3's place (an XML error) instead of forwarding it,
+  and whose ``stall`` picks requests it reads and then never answers.
+- ``VidproxyProcess`` and ``MotoProcess`` (from tests/rigs/): vidproxy and moto
+  as processes of a test's own, named here too for the modules that import them
+  from here.
 
 Chain them as a test needs: vidproxy -> TcpFault -> S3Faults (or ``s3_proxy``,
 which can hold or cut a GET body) -> moto.
@@ -17,26 +18,18 @@ which can hold or cut a GET body) -> moto.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
-import resource
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from cache_rig import wait_for as apoll  # noqa: F401 - the one async poll of the rigs
-from conftest import free_port, wait_for_port
+from rigs.moto import MotoProcess
+from rigs.polling import apoll, poll
+from rigs.processes import free_port, http_status
+from rigs.s3 import object_bytes, pending_uploads
+from rigs.vidproxy import VidproxyProcess, running
 from s3_proxy import HOP_BY_HOP, NO_AUTO_HEADERS, serve_every_path
 from yarl import URL
 
@@ -138,6 +131,10 @@ class S3Faults:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.rule: Rule | None = None
+        # Requests it picks are read whole and never answered (until ``close``).
+        self.stall: Callable[[web.Request], bool] | None = None
+        self.stalled: list[S3Request] = []
+        self._released = asyncio.Event()
         self.seen: list[S3Request] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -148,6 +145,7 @@ class S3Faults:
         self._runner, self.url = await serve_every_path(self._handle)
 
     async def close(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -157,19 +155,16 @@ class S3Faults:
         return [r for r in self.seen if predicate(r)]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.stall is not None and self.stall(request):
+            await request.read()
+            self.stalled.append(_seen(request, 0))
+            await self._released.wait()
+            return s3_error(500, "InternalError")
         answer = self.rule(request) if self.rule is not None else None
         if answer is None:
             body = await request.read()
             answer = await self._forward(request, body)
-        self.seen.append(
-            S3Request(
-                request.method,
-                request.path,
-                dict(request.query),
-                dict(request.headers),
-                answer.status,
-            )
-        )
+        self.seen.append(_seen(request, answer.status))
         return answer
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
@@ -195,6 +190,12 @@ class S3Faults:
             await response.write(data)
             await response.write_eof()
             return response
+
+
+def _seen(request: web.Request, status: int) -> S3Request:
+    return S3Request(
+        request.method, request.path, dict(request.query), dict(request.headers), status
+    )
 
 
 def s3_error(status: int, code: str, marker: str = "") -> web.Response:
@@ -263,201 +264,15 @@ async def tcp_fault_fixture() -> AsyncIterator[MakeTcpFault]:
             await fault.close()
 
 
-# ---- S3 as seen by boto3 ---------------------------------------------------------------
+# ---- S3 and processes: in tests/rigs/, named here for the modules that import them here
 
-
-def pending_uploads(s3: Any, bucket: str) -> list[str]:
-    """The keys of the bucket's unfinished multipart uploads."""
-    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-
-
-def object_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
-    try:
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        return None
-
-
-# ---- processes ------------------------------------------------------------------------
-
-
-def http_status(url: str, method: str = "GET", timeout: float = 2.0) -> int | None:
-    """The status of one request, or None while nothing answers."""
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def poll(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        time.sleep(POLL_INTERVAL)
-
-
-class VidproxyProcess:
-    """``python -m vidproxy serve`` with ``env`` on top of a clean environment;
-    ``open_files`` sets its RLIMIT_NOFILE (soft and hard) before it starts."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        env: Mapping[str, str],
-        args: tuple[str, ...] = (),
-        open_files: int | None = None,
-    ) -> None:
-        self.workdir = workdir
-        self.port = int(env.get("VIDPROXY_SERVER_PORT") or free_port())
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"vidproxy-{self.port}.log"
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPROXY_")}
-        self._env.update(
-            {
-                "VIDPROXY_SERVER_HOST": "127.0.0.1",
-                "VIDPROXY_SERVER_PORT": str(self.port),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self._env.update(env)
-        self._args = args
-        self._open_files = open_files
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _limit_open_files(self) -> None:
-        if self._open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self._open_files, self._open_files))
-
-    def launch(self) -> None:
-        """Start the process and return at once."""
-        argv = [sys.executable, "-m", "vidproxy", "serve", *self._args]
-        # cwd without a config.toml, so only the environment configures it.
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=self._limit_open_files if self._open_files is not None else None,
-            )
-
-    def start(self, probe: str = "/readyz") -> VidproxyProcess:
-        """Start; return once ``probe`` answers 200 (``""``: once the port accepts)."""
-        self.launch()
-        try:
-            if probe:
-                poll(self._answers(probe), f"vidproxy {probe} 200", START_TIMEOUT)
-            else:
-                wait_for_port(self.port, START_TIMEOUT, self.proc)
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def _answers(self, probe: str) -> Callable[[], bool]:
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"vidproxy exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            return http_status(self.url + probe) == 200
-
-        return ready
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        """The exit code; fails the test if the process is still running after ``timeout``."""
-        assert self.proc is not None
-        try:
-            return int(self.proc.wait(timeout=timeout))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(
-                f"vidproxy still running {timeout}s after the signal:\n{self.log()[-3000:]}"
-            )
-
-    async def await_exit(self, within: float = STOP_TIMEOUT) -> int:
-        return await asyncio.to_thread(self.wait, within)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> int:
-        """SIGTERM and wait; SIGKILL if it will not go."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return int(self.proc.returncode)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def rss_bytes(self) -> int:
-        """VmRSS from /proc; 0 once the process is gone."""
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-
-@contextlib.asynccontextmanager
-async def running(
-    process: VidproxyProcess, probe: str = "/readyz"
-) -> AsyncIterator[VidproxyProcess]:
-    await asyncio.to_thread(process.start, probe)
-    try:
-        yield process
-    finally:
-        await asyncio.to_thread(process.stop)
-
-
-class MotoProcess:
-    """A ``moto_server`` of its own on a free loopback port."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> MotoProcess:
-        exe = str(Path(sys.executable).with_name("moto_server"))
-        with self._log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
-            )
-        wait_for_port(self.port, START_TIMEOUT, self.proc)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+__all__ = [
+    "MotoProcess",
+    "VidproxyProcess",
+    "apoll",
+    "http_status",
+    "object_bytes",
+    "pending_uploads",
+    "poll",
+    "running",
+]

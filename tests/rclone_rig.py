@@ -6,6 +6,7 @@ made by hand is not seen for minutes). A test module gets the fixtures by
 importing them::
 
     from rclone_rig import rclone_endpoint_fixture  # noqa: F401
+    from rclone_rig import rclone_bucket_fixture  # noqa: F401  (a new bucket on it)
 """
 
 from __future__ import annotations
@@ -77,3 +78,9 @@ def new_bucket(s3: Any) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(name="rclone_bucket")
+def rclone_bucket_fixture(rclone_endpoint: str) -> str:
+    """A new bucket on the session's rclone."""
+    return new_bucket(boto3_client(rclone_endpoint))

@@ -49,3 +49,19 @@ def env_and_argv(step: str) -> tuple[dict[str, str], list[str]]:
         name, _, value = words.pop(0).partition("=")
         env[name] = value
     return env, words
+
+
+_CONSOLE_BLOCK = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def console_session(title: str) -> list[tuple[str, str]]:
+    """The ``console`` blocks of one section as (command, what it prints) pairs:
+    a line ``$ command``, then its output up to the next command or blank line."""
+    pairs: list[tuple[str, list[str]]] = []
+    for block in _CONSOLE_BLOCK.findall(section(title)):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                pairs.append((line[2:], []))
+            elif line and pairs:
+                pairs[-1][1].append(line)
+    return [(command, "".join(f"{line}\n" for line in output)) for command, output in pairs]

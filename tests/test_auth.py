@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from conftest import PART_SIZE, Connect
 from fault_rig import VidproxyProcess, payload, running
+from rigs.objects import stored
 
 from vidproxy import auth as auth_module
 from vidproxy.__main__ import main as cli_main
@@ -85,14 +86,6 @@ async def public_reads(
     return client
 
 
-async def stored(client: Client, key: str = KEY) -> bytes | None:
-    response = await client.get(f"/videos/{quote(key, safe='/')}", headers=WRITER)
-    if response.status == 404:
-        return None
-    assert response.status == 200
-    return await response.read()
-
-
 WRITES = [
     ("PUT", f"/videos/{KEY}"),
     ("POST", "/videos"),
@@ -116,7 +109,7 @@ async def test_write_without_a_bearer_token_is_401(
     response = await guarded.request(method, path, data=b"x", headers=headers)
     await assert_error(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert await stored(guarded) == BODY
+    assert await stored(guarded, KEY, **WRITER) == BODY
 
 
 @pytest.mark.parametrize(("method", "path"), WRITES)
@@ -129,7 +122,7 @@ async def test_write_with_an_unknown_token_is_401_with_its_own_message(
     await assert_error(response, 401, "unauthorized")
     assert (await response.json())["message"] == "the token is not one this server knows"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert await stored(guarded) == BODY
+    assert await stored(guarded, KEY, **WRITER) == BODY
 
 
 @pytest.mark.parametrize(("method", "path"), WRITES)
@@ -137,19 +130,19 @@ async def test_write_with_a_read_token_is_403(guarded: Client, method: str, path
     response = await guarded.request(method, path, data=b"x", headers=READER)
     await assert_error(response, 403, "forbidden")
     assert (await response.json())["message"] == "a read token cannot write"
-    assert await stored(guarded) == BODY
+    assert await stored(guarded, KEY, **WRITER) == BODY
 
 
 async def test_write_token_may_write_and_delete(guarded: Client) -> None:
     new = payload(1000, 8)
     assert (await guarded.put("/videos/other", data=new, headers=WRITER)).status == 201
-    assert await stored(guarded, "other") == new
+    assert await stored(guarded, "other", **WRITER) == new
     posted = await guarded.post(
         "/videos", data=new, headers={"authorization": "bearer " + WRITE_TOKEN}
     )
     assert posted.status == 201
     assert (await guarded.delete("/videos/other", headers=WRITER)).status == 204
-    assert await stored(guarded, "other") is None
+    assert await stored(guarded, "other", **WRITER) is None
 
 
 @pytest.mark.parametrize(
@@ -164,7 +157,7 @@ async def test_refused_upload_gets_no_100_continue(
     async with asyncio.timeout(ANSWER_WITHIN):
         first, _ = await connection.read_head()
     assert first == status  # the refusal itself, never "100 Continue" first
-    assert await stored(guarded, "new") is None
+    assert await stored(guarded, "new", **WRITER) is None
 
 
 @pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
@@ -187,7 +180,7 @@ async def test_refused_upload_is_answered_without_its_body(
         response = await connection.response()
     assert (response.status, response.json()["error"]) == (401, "unauthorized")
     assert await pending_uploads() == []
-    assert await stored(client) is None
+    assert await stored(client, KEY, **WRITER) is None
 
 
 # ---- read tokens -----------------------------------------------------------------------
@@ -258,7 +251,7 @@ async def test_signed_put_uploads_without_a_token(guarded: Client) -> None:
     new = payload(PART_SIZE + 10, 9)
     response = await guarded.put(signed("up.mp4", "PUT"), data=new)
     assert response.status == 201
-    assert await stored(guarded, "up.mp4") == new
+    assert await stored(guarded, "up.mp4", **WRITER) == new
 
 
 async def test_signed_put_with_expect_gets_100_continue(
@@ -271,7 +264,7 @@ async def test_signed_put_with_expect_gets_100_continue(
     assert status == 100
     await connection.send(b"hello")
     assert (await connection.response()).status == 201
-    assert await stored(guarded, "up.mp4") == b"hello"
+    assert await stored(guarded, "up.mp4", **WRITER) == b"hello"
 
 
 async def test_bad_signed_put_gets_403_before_100_continue(
@@ -283,7 +276,7 @@ async def test_bad_signed_put_gets_403_before_100_continue(
     async with asyncio.timeout(ANSWER_WITHIN):
         status, _ = await connection.read_head()
     assert status == 403
-    assert await stored(guarded, "up.mp4") is None
+    assert await stored(guarded, "up.mp4", **WRITER) is None
 
 
 async def test_a_head_signature_from_sign_serves_head(guarded: Client) -> None:
@@ -298,7 +291,7 @@ async def test_a_signed_put_url_works_through_the_upload_alias(guarded: Client) 
     alias = signed("up.mp4", "PUT").replace("/videos/", "/upload/", 1)
     response = await guarded.post(alias, data=b"through the alias")
     assert response.status == 201, await response.text()
-    assert await stored(guarded, "up.mp4") == b"through the alias"
+    assert await stored(guarded, "up.mp4", **WRITER) == b"through the alias"
 
 
 async def test_the_upload_alias_refuses_a_signed_put_for_another_key_before_100_continue(
@@ -310,18 +303,18 @@ async def test_the_upload_alias_refuses_a_signed_put_for_another_key_before_100_
     async with asyncio.timeout(ANSWER_WITHIN):
         status, _ = await connection.read_head()
     assert status == 403
-    assert await stored(guarded, "up.mp4") is None
+    assert await stored(guarded, "up.mp4", **WRITER) is None
 
 
 async def test_the_upload_alias_takes_no_read_signature(guarded: Client) -> None:
     alias = signed("up.mp4", "GET").replace("/videos/", "/upload/", 1)
     await assert_error(await guarded.post(alias, data=b"x"), 403, "forbidden")
-    assert await stored(guarded, "up.mp4") is None
+    assert await stored(guarded, "up.mp4", **WRITER) is None
 
 
 async def test_signed_delete_deletes(guarded: Client) -> None:
     assert (await guarded.delete(signed(KEY, "DELETE"))).status == 204
-    assert await stored(guarded) is None
+    assert await stored(guarded, KEY, **WRITER) is None
 
 
 def _tampered() -> dict[str, Callable[[], str]]:
@@ -362,7 +355,7 @@ async def test_get_signature_does_not_allow_writes(guarded: Client) -> None:
     url = signed(KEY)
     await assert_error(await guarded.put(url, data=b"x"), 403, "forbidden")
     await assert_error(await guarded.delete(url), 403, "forbidden")
-    assert await stored(guarded) == BODY
+    assert await stored(guarded, KEY, **WRITER) == BODY
 
 
 async def test_a_signature_does_not_open_the_listing(guarded: Client) -> None:
@@ -419,7 +412,7 @@ async def test_sign_for_put_gives_an_upload_url(guarded: Client) -> None:
     answer = await sign_via_api(guarded, {"key": "dir/new clip.mp4", "method": "put"})
     assert answer["method"] == "PUT"
     assert (await guarded.put(answer["url"], data=b"fresh")).status == 201
-    assert await stored(guarded, "dir/new clip.mp4") == b"fresh"
+    assert await stored(guarded, "dir/new clip.mp4", **WRITER) == b"fresh"
     await assert_error(await guarded.get(answer["url"]), 403, "forbidden")
 
 
@@ -431,7 +424,7 @@ async def test_sign_for_put_gives_an_upload_url(guarded: Client) -> None:
         (b"{}", "invalid_key"),
         (b'{"key": 5}', "invalid_key"),
         (b'{"key": "../etc/passwd"}', "invalid_key"),
-        (b'{"key": "a", "method": "POST"}', "invalid_method"),
+        (b'{"key": "a", "method": "PATCH"}', "invalid_method"),
         (b'{"key": "a", "ttl": 0}', "invalid_ttl"),
         (b'{"key": "a", "ttl": -5}', "invalid_ttl"),
         (b'{"key": "a", "ttl": "60"}', "invalid_ttl"),

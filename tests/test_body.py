@@ -16,6 +16,8 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import PART_SIZE, Connect, chunked
+from rigs import objects
+from rigs.objects import nothing_pending, stored
 from yarl import URL
 
 from vidproxy.config import Config
@@ -40,26 +42,8 @@ def sha256(data: bytes) -> str:
 
 
 async def put(client: Client, key: str, body: bytes, **headers: str) -> Any:
-    response = await client.put(
-        f"/videos/{key}", data=body, headers=headers, skip_auto_headers={"Content-Type"}
-    )
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
-async def stored(client: Client, key: str = KEY) -> bytes | None:
-    response = await client.get(f"/videos/{key}")
-    if response.status == 404:
-        return None
-    assert response.status == 200, await response.text()
-    return await response.read()
-
-
-async def assert_nothing_pending(pending_uploads: Pending, wait_until: Wait) -> None:
-    async def none_left() -> bool:
-        return await pending_uploads() == []
-
-    await wait_until(none_left, "the failed upload to be cleaned up")
+    # Without aiohttp's default Content-Type, as curl sends a file.
+    return await objects.put(client, key, body, skip_auto_headers=("Content-Type",), **headers)
 
 
 async def pieces(body: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
@@ -77,7 +61,7 @@ async def test_content_length_upload_round_trips(client: Client, size: int) -> N
     body = payload(size)
     answer = await put(client, KEY, body)
     assert (answer["size"], answer["sha256"]) == (size, sha256(body))
-    assert await stored(client) == body
+    assert await stored(client, KEY) == body
 
 
 @pytest.mark.parametrize("size", [0, SMALL, MULTIPART], ids=str)
@@ -86,7 +70,7 @@ async def test_chunked_upload_round_trips(client: Client, size: int) -> None:
     response = await client.put(f"/videos/{KEY}", data=pieces(body))
     assert response.status == 201
     assert (await response.json())["sha256"] == sha256(body)
-    assert await stored(client) == body
+    assert await stored(client, KEY) == body
 
 
 @pytest.mark.parametrize("size", [SMALL, MULTIPART], ids=str)
@@ -102,7 +86,7 @@ async def test_expect_100_continue_upload_round_trips(
     await connection.send(body)
     response = await connection.response()
     assert (response.status, response.json()["sha256"]) == (201, sha256(body))
-    assert await stored(client) == body
+    assert await stored(client, KEY) == body
 
 
 @pytest.mark.parametrize("chunked_body", [False, True], ids=["content-length", "chunked"])
@@ -114,7 +98,7 @@ async def test_a_body_of_more_parts_than_part_buffers_round_trips(
     response = await client.put(f"/videos/{KEY}", data=pieces(body) if chunked_body else body)
     assert response.status == 201
     assert (await response.json())["sha256"] == sha256(body)
-    assert await stored(client) == body
+    assert await stored(client, KEY) == body
 
 
 async def test_zero_byte_chunked_body_is_stored(client: Client, raw_connect: Connect) -> None:
@@ -123,7 +107,7 @@ async def test_zero_byte_chunked_body_is_stored(client: Client, raw_connect: Con
     await connection.send(b"0\r\n\r\n")
     response = await connection.response()
     assert (response.status, response.json()["size"]) == (201, 0)
-    assert await stored(client) == b""
+    assert await stored(client, KEY) == b""
 
 
 async def test_concurrent_puts_to_one_key_leave_one_whole_body(
@@ -135,7 +119,7 @@ async def test_concurrent_puts_to_one_key_leave_one_whole_body(
     bodies = [payload(SMALL, seed) for seed in (10, 11, 12)]
     answers = await asyncio.gather(*(put(client, KEY, body) for body in bodies))
     assert all(answer["size"] == SMALL for answer in answers)
-    assert await stored(client) in bodies
+    assert await stored(client, KEY) in bodies
 
 
 # ---- how S3 is used -------------------------------------------------------------------
@@ -213,8 +197,8 @@ async def test_checksum_mismatch_is_400_and_keeps_the_old_object(
         f"/videos/{KEY}", data=payload(size), headers={"X-Content-SHA256": "0" * 64}
     )
     assert (response.status, (await response.json())["error"]) == (400, "checksum_mismatch")
-    await assert_nothing_pending(pending_uploads, wait_until)
-    assert await stored(client) == OLD
+    await nothing_pending(pending_uploads)
+    assert await stored(client, KEY) == OLD
 
 
 async def test_checksum_mismatch_on_a_new_key_stores_nothing(client: Client) -> None:
@@ -261,7 +245,7 @@ async def test_declared_length_over_the_limit_is_413_before_the_body(
     await connection.send_head("PUT", f"/videos/{KEY}", {"Content-Length": str(MULTIPART)})
     response = await connection.response()  # no body byte was sent
     assert (response.status, response.json()["error"]) == (413, "too_large")
-    assert await stored(limited) is None
+    assert await stored(limited, KEY) is None
 
 
 async def test_chunked_body_over_the_limit_is_413_and_keeps_the_old_object(
@@ -273,15 +257,15 @@ async def test_chunked_body_over_the_limit_is_413_and_keeps_the_old_object(
     await connection.send(chunked(payload(MULTIPART)))
     response = await connection.response()
     assert (response.status, response.json()["error"]) == (413, "too_large")
-    await assert_nothing_pending(pending_uploads, wait_until)
-    assert await stored(limited) == OLD
+    await nothing_pending(pending_uploads)
+    assert await stored(limited, KEY) == OLD
 
 
 async def test_body_at_the_limit_is_accepted(limited: Client) -> None:
     body = payload(PART_SIZE + 2 * 1024 * 1024)
     response = await limited.put(f"/videos/{KEY}", data=pieces(body))
     assert response.status == 201
-    assert await stored(limited) == body
+    assert await stored(limited, KEY) == body
 
 
 # ---- clients that go away ------------------------------------------------------------
@@ -300,8 +284,8 @@ async def test_disconnect_mid_upload_keeps_the_old_object(
 
     await wait_until(under_way, "the upload to be under way")
     await connection.close()
-    await assert_nothing_pending(pending_uploads, wait_until)
-    assert await stored(client) == OLD
+    await nothing_pending(pending_uploads)
+    assert await stored(client, KEY) == OLD
 
 
 async def test_disconnect_mid_upload_of_a_new_key_stores_nothing(
@@ -316,7 +300,7 @@ async def test_disconnect_mid_upload_of_a_new_key_stores_nothing(
 
     await wait_until(under_way, "the upload to be under way")
     await connection.close()
-    await assert_nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads)
     assert await stored(client, "new") is None
 
 
@@ -335,8 +319,8 @@ async def test_body_shorter_than_content_length_keeps_the_old_object(
         pass  # aiohttp closes a half-closed connection: nobody left to answer
     else:
         assert (response.status, response.json()["error"]) == (400, "incomplete_body")
-    await assert_nothing_pending(pending_uploads, wait_until)
-    assert await stored(client) == OLD
+    await nothing_pending(pending_uploads)
+    assert await stored(client, KEY) == OLD
 
 
 @pytest.mark.parametrize("size", [SMALL, MULTIPART], ids=str)
@@ -424,7 +408,7 @@ async def test_s3_failing_mid_upload_is_502_and_keeps_the_old_object(
     client = await start_vidproxy(make_config("s3", s3={"endpoint_url": endpoint}))
     response = await client.put(f"/videos/{KEY}", data=payload(MULTIPART))
     assert (response.status, (await response.json())["error"]) == (502, "upstream_error")
-    await assert_nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads)
     assert s3.get_object(Bucket=bucket, Key=KEY)["Body"].read() == OLD
 
 
@@ -463,4 +447,4 @@ async def test_upload_cancelled_while_s3_creates_it_is_aborted(
     # One full round trip on the same loop: vidproxy has seen the close by now.
     assert (await client.get("/healthz")).status == 200
     release.set()
-    await assert_nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from typing import Any
 
 import aiohttp
@@ -19,10 +18,10 @@ from cache_rig import (
     cache_rig_fixture,  # noqa: F401
     fetch,
     random_bytes,
-    sleep_until,
     wait_for,
     wait_for_hit,
 )
+from manual_clock import ManualClock
 from s3_proxy import (
     BEFORE_HEADERS,
     s3_proxy_fixture,  # noqa: F401
@@ -343,25 +342,42 @@ async def test_revalidation_drops_an_entry_deleted_behind_its_back(cache_rig: Ca
     assert (await fetch(client, "a.mp4")).status == 404
 
 
+async def test_a_hit_is_revalidated_once_revalidate_after_has_passed(cache_rig: CacheRig) -> None:
+    old, new = random_bytes(SMALL, 42), random_bytes(SMALL, 43)
+    await cache_rig.upload("a.mp4", old)
+    clock = ManualClock()
+    client = await cache_rig.start(clock=clock, revalidate_after=60, idle_ttl=3600)
+    await fetch(client, "a.mp4")
+    await wait_for_hit(client, "a.mp4")  # checked against S3 when filled, at 0
+    await cache_rig.upload("a.mp4", new)  # straight to S3, not through vidproxy
+
+    clock.advance(59)
+    before = await fetch(client, "a.mp4")
+    clock.advance(1)
+    after = await fetch(client, "a.mp4")
+
+    assert (before.x_cache, before.body == old) == ("HIT", True)
+    assert (after.x_cache, after.body == new) == ("MISS", True)
+
+
 # ---- idle timers, the byte bound ------------------------------------------------------
 
 
 async def test_a_hit_resets_the_idle_timer_and_idleness_expires_the_entry(
     cache_rig: CacheRig,
 ) -> None:
-    ttl = 1.0
+    ttl, clock = 100.0, ManualClock()
     body = random_bytes(SMALL, 18)
     await cache_rig.upload("a.mp4", body)
-    client = await cache_rig.start(idle_ttl=ttl)
+    client = await cache_rig.start(clock=clock, idle_ttl=ttl)
     await fetch(client, "a.mp4")
-    await wait_for_hit(client, "a.mp4")
-    last_hit = time.monotonic()  # the entry expires at the latest ttl after this
+    await wait_for_hit(client, "a.mp4")  # the clock stands still: every hit is at 0
 
-    await sleep_until(last_hit + 0.6 * ttl)
-    assert (await fetch(client, "a.mp4")).x_cache == "HIT"
-    await sleep_until(last_hit + 1.2 * ttl)  # past the first expiry, not the re-armed one
-    assert (await fetch(client, "a.mp4")).x_cache == "HIT"
-    await sleep_until(time.monotonic() + 1.5 * ttl)
+    clock.advance(0.6 * ttl)
+    assert (await fetch(client, "a.mp4")).x_cache == "HIT"  # re-armed until 1.6 ttl
+    clock.advance(0.6 * ttl)  # past the first expiry, not the re-armed one
+    assert (await fetch(client, "a.mp4")).x_cache == "HIT"  # re-armed until 2.2 ttl
+    clock.advance(ttl)
     expired = await fetch(client, "a.mp4")
 
     assert (expired.x_cache, expired.body == body) == ("MISS", True)

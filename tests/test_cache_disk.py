@@ -12,7 +12,6 @@ import asyncio
 import errno
 import os
 import shutil
-import time
 from pathlib import Path
 
 from cache_rig import (
@@ -21,11 +20,11 @@ from cache_rig import (
     cache_rig_fixture,  # noqa: F401
     fetch,
     random_bytes,
-    sleep_until,
     tmpfs_fixture,  # noqa: F401
     wait_for,
     wait_for_hit,
 )
+from manual_clock import ManualClock
 from s3_proxy import s3_proxy_fixture  # noqa: F401
 
 from vidproxy.units import MiB
@@ -58,21 +57,24 @@ async def test_restart_keeps_entries_and_deletes_temp_files(cache_rig: CacheRig)
 
 
 async def test_restart_arms_idle_timers_from_the_last_access(cache_rig: CacheRig) -> None:
-    ttl = 2.0
-    await cache_rig.upload("a.mp4", random_bytes(SMALL, 24))
-    first = await cache_rig.start(idle_ttl=ttl)
+    ttl, clock = 100.0, ManualClock()
+    body = random_bytes(SMALL, 24)
+    await cache_rig.upload("a.mp4", body)
+    first = await cache_rig.start(clock=clock, idle_ttl=ttl)
     await fetch(first, "a.mp4")
-    await wait_for_hit(first, "a.mp4")
-    last_access = time.monotonic()
+    await wait_for_hit(first, "a.mp4")  # the clock stands still: the last access is at 0
     await first.close()
 
-    await sleep_until(last_access + 0.6 * ttl)
-    second = await cache_rig.start(idle_ttl=ttl)
-    # Expired at last_access + ttl; a timer armed at the restart would run
-    # until last_access + 1.6 * ttl.
-    await sleep_until(last_access + 1.3 * ttl)
+    clock.advance(0.6 * ttl)
+    second = await cache_rig.start(clock=clock, idle_ttl=ttl)
+    kept = cache_rig.entry_files()
+    # Expired at ttl; a timer armed at the restart would run until 1.6 ttl.
+    clock.advance(0.5 * ttl)
 
-    assert (await fetch(second, "a.mp4")).x_cache == "MISS"
+    assert kept != []
+    await wait_for(lambda: not cache_rig.entry_files(), "the expired entry's files removed")
+    again = await fetch(second, "a.mp4")
+    assert (again.x_cache, again.body == body) == ("MISS", True)
 
 
 # ---- a disk that fills up ---------------------------------------------------------------

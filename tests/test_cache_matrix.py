@@ -28,7 +28,7 @@ from cache_rig import (
 )
 from s3_proxy import s3_proxy_fixture  # noqa: F401
 
-from vidproxy.cache.store import READAHEAD
+from vidproxy.cache.readers import READAHEAD
 from vidproxy.units import MiB
 
 KEY = "matrix.mp4"
@@ -52,7 +52,7 @@ COMPARED = (
 @dataclass(frozen=True)
 class Case:
     name: str
-    status: int  # what RFC 9110 and the README's table call for
+    status: int  # what RFC 9110 and docs/api.md's table call for
     headers: Mapping[str, str]  # templates: {etag}, {last_modified}, {future}, {size}, ...
     method: str = "GET"
 

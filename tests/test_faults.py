@@ -4,9 +4,8 @@ S3 dies and comes back through ``TcpFault`` (moto behind it keeps its state, so
 "back" sees the same bucket); S3 answers errors through ``S3Faults``; S3 bodies
 are held or cut mid-way through ``s3_proxy``. Clients die by closing sockets.
 
-moto reports every multipart upload as initiated in 2010, so with moto any
-sweep aborts every upload in the bucket: the sweeper tests block
-ListMultipartUploads until the moment they want a sweep to act.
+The sweeper tests here block ListMultipartUploads until the moment they want
+a sweep to act; tests/test_sweeper.py has the sweeper's own.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from fault_rig import (
     s3_faults_fixture,  # noqa: F401
     tcp_fault_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending, put, stored
 from s3_proxy import (
     S3Proxy,
     s3_proxy_fixture,  # noqa: F401
@@ -66,19 +66,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def put(client: Client, key: str, body: bytes, **headers: str) -> None:
-    response = await client.put(f"/videos/{key}", data=body, headers=headers)
-    assert response.status == 201, await response.text()
-
-
-async def stored(client: Client, key: str = KEY) -> bytes | None:
-    response = await client.get(f"/videos/{key}", timeout=REQUEST_TIMEOUT)
-    if response.status == 404:
-        return None
-    assert response.status == 200, await response.text()
-    return await response.read()
-
-
 async def in_s3(s3: Any, bucket: str, key: str = KEY) -> bytes | None:
     return await asyncio.to_thread(object_bytes, s3, bucket, key)
 
@@ -86,13 +73,6 @@ async def in_s3(s3: Any, bucket: str, key: str = KEY) -> bytes | None:
 async def uploads_in_s3(s3: Any, bucket: str) -> list[str]:
     response = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
     return [u["Key"] for u in response.get("Uploads", [])]
-
-
-async def nothing_pending(pending_uploads: Pending, wait_until: Wait) -> None:
-    async def none_left() -> bool:
-        return await pending_uploads() == []
-
-    await wait_until(none_left, "no unfinished upload to be left", RECOVERY)
 
 
 async def assert_cut(client: Client, key: str) -> bytes:
@@ -153,10 +133,10 @@ async def test_s3_unreachable_at_start_is_503_until_it_comes_back(
         return (await client.get("/readyz")).status == 200
 
     await wait_until(ready, "/readyz once S3 is back", RECOVERY)
-    assert await stored(client) == OLD  # the DELETE tried while S3 was away did nothing
+    assert await stored(client, KEY) == OLD  # the DELETE tried while S3 was away did nothing
     await put(client, "new", b"after")
     assert await in_s3(s3, bucket, "new") == b"after"
-    await nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 async def test_bucket_to_create_is_created_once_s3_comes_back(
@@ -246,12 +226,12 @@ async def test_s3_killed_mid_upload_keeps_the_old_object_and_the_orphan_is_swept
     assert await in_s3(s3, bucket) == OLD
     await link.revive()
     sweeps["blocked"] = False
-    await nothing_pending(pending_uploads, wait_until)
-    assert await stored(client) == OLD
+    await nothing_pending(pending_uploads, RECOVERY)
+    assert await stored(client, KEY) == OLD
 
 
 @pytest.mark.parametrize("backend", ["s3"])
-async def test_orphaned_uploads_are_aborted_at_start(
+async def test_orphaned_uploads_are_aborted_once_idle_for_the_limit(
     make_config: MakeConfig,
     start_vidproxy: Start,
     s3: Any,
@@ -259,16 +239,15 @@ async def test_orphaned_uploads_are_aborted_at_start(
     wait_until: Wait,
     pending_uploads: Pending,
 ) -> None:
-    # Left by a process that died mid-upload. With a day's age limit the sweeper
-    # runs again only after an hour: aborting now is the sweep at start.
+    # Left by a process that died mid-upload; their last part is their last activity.
     for key in ("crashed/a.mp4", "crashed/b.mp4"):
         upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
         s3.upload_part(
             Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 100
         )
-    config = make_config("s3", s3={"abort_stale_uploads_after": 86400})
+    config = make_config("s3", s3={"abort_stale_uploads_after": 1})
     await start_vidproxy(config)
-    await nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 class FakeUploads:
@@ -293,6 +272,11 @@ class FakeUploads:
                 "NextUploadIdMarker": "id-young",
             }
         return {"Uploads": self.uploads[2:], "IsTruncated": False}
+
+    async def list_parts(self, **params: Any) -> dict[str, Any]:
+        # One part, as old as the upload: its last activity is its start.
+        (upload,) = (u for u in self.uploads if u["UploadId"] == params["UploadId"])
+        return {"Parts": [{"PartNumber": 1, "LastModified": upload["Initiated"]}]}
 
     async def abort_multipart_upload(self, **params: Any) -> None:
         self.aborted.append(params["Key"])
@@ -390,8 +374,8 @@ async def test_client_gone_mid_chunked_upload_keeps_the_old_object(
 
     await wait_until(under_way, "the upload to be under way")
     await connection.close()
-    await nothing_pending(pending_uploads, wait_until)
-    assert await stored(client) == OLD
+    await nothing_pending(pending_uploads, RECOVERY)
+    assert await stored(client, KEY) == OLD
 
 
 @pytest.mark.parametrize("backend", ["fs"])
@@ -411,7 +395,7 @@ async def test_client_gone_mid_download_releases_the_old_version(
         return sorted(p.suffix == ".json" for p in files) == [False, True]
 
     await wait_until(only_the_new_version, "the old version's file to go")
-    assert await stored(client) == b"new"
+    assert await stored(client, KEY) == b"new"
 
 
 async def test_client_gone_mid_download_gives_the_s3_connection_back(
@@ -454,7 +438,7 @@ async def test_overwrite_during_a_download_gives_the_reader_the_whole_old_versio
         await put(any_store, KEY, new)
         rest = await response.read()
     assert first + rest == old
-    assert await stored(any_store) == new
+    assert await stored(any_store, KEY) == new
 
 
 async def test_concurrent_multipart_puts_leave_exactly_one_whole_body(
@@ -471,11 +455,11 @@ async def test_concurrent_multipart_puts_leave_exactly_one_whole_body(
         client.put(f"/videos/{KEY}", data=pieces(bodies[1])),
     )
     assert [a.status for a in answers] == [201, 201]
-    result = await stored(client)
+    result = await stored(client, KEY)
     assert result in bodies
     head = await client.head(f"/videos/{KEY}")
     assert head.headers.get("X-Content-SHA256") in (None, sha256(result or b""))
-    await nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 async def test_create_only_put_on_an_existing_key_is_412_and_keeps_it(
@@ -485,8 +469,8 @@ async def test_create_only_put_on_an_existing_key_is_412_and_keeps_it(
     await put(client, KEY, OLD)
     response = await client.put(f"/videos/{KEY}", data=b"new", headers={"If-None-Match": "*"})
     assert (response.status, (await response.json())["error"]) == (412, "precondition_failed")
-    assert await stored(client) == OLD
-    await nothing_pending(pending_uploads, wait_until)
+    assert await stored(client, KEY) == OLD
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 async def test_create_only_put_of_a_new_key_is_stored(client: Client) -> None:
@@ -505,8 +489,7 @@ async def test_if_none_match_other_than_star_on_a_write_is_400(client: Client, v
 async def test_concurrent_create_only_puts_let_exactly_one_win(
     client: Client, pending_uploads: Pending, wait_until: Wait
 ) -> None:
-    # fs only: moto's conditional CompleteMultipartUpload is not atomic (two racing
-    # Completes with If-None-Match: * both succeed), so on S3 the race is staged below.
+    # Two writers on fs; tests/test_create_only.py races eight on every backend.
     bodies = [payload(MULTIPART, 13), payload(MULTIPART, 14)]
     answers = await asyncio.gather(
         *(
@@ -516,8 +499,8 @@ async def test_concurrent_create_only_puts_let_exactly_one_win(
     )
     statuses = [a.status for a in answers]
     assert sorted(statuses) == [201, 412]
-    assert await stored(client) == bodies[statuses.index(201)]
-    await nothing_pending(pending_uploads, wait_until)
+    assert await stored(client, KEY) == bodies[statuses.index(201)]
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 async def test_create_only_put_overtaken_mid_upload_is_412(
@@ -539,8 +522,8 @@ async def test_create_only_put_overtaken_mid_upload_is_412(
     await connection.send(slow[PART_SIZE + 1000 :])
     response = await connection.response()
     assert (response.status, response.json()["error"]) == (412, "precondition_failed")
-    assert await stored(client) == fast
-    await nothing_pending(pending_uploads, wait_until)
+    assert await stored(client, KEY) == fast
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 @pytest.mark.parametrize("backend", ["s3"])
@@ -577,7 +560,7 @@ async def test_create_only_is_s3s_conditional_write_when_another_writer_wins(
     assert last.headers.get("If-None-Match") == "*"
     assert last.answered == 412
     assert await in_s3(s3, bucket) == racer
-    await nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 # ---- a part that fails once is retried ------------------------------------------------------
@@ -613,8 +596,8 @@ async def test_one_upload_part_failing_once_is_retried_and_the_upload_succeeds(
     tries = s3_faults.requests(lambda r: r.query.get("partNumber") == "2")
     assert [t.answered for t in tries] == [status, 200]
     assert await in_s3(s3, bucket) == body
-    assert await stored(client) == body
-    await nothing_pending(pending_uploads, wait_until)
+    assert await stored(client, KEY) == body
+    await nothing_pending(pending_uploads, RECOVERY)
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3])

@@ -32,6 +32,7 @@ from fault_rig import (
     s3_error,
     s3_faults_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending, put, stored
 
 from vidproxy.config import Config
 from vidproxy.keys import key_digest
@@ -45,26 +46,6 @@ OLD = payload(3000, 1)
 MULTIPART = 2 * PART_SIZE + 1000
 QUICK = 3.0  # seconds: every refusal here comes at least this fast
 BODY_TIMEOUT = 0.5
-
-
-async def put(client: Client, key: str, body: bytes, **headers: str) -> None:
-    response = await client.put(f"/videos/{quote(key, safe='/')}", data=body, headers=headers)
-    assert response.status == 201, await response.text()
-
-
-async def stored(client: Client, key: str = KEY) -> bytes | None:
-    response = await client.get(f"/videos/{quote(key, safe='/')}")
-    if response.status == 404:
-        return None
-    assert response.status == 200, await response.text()
-    return await response.read()
-
-
-async def nothing_pending(pending_uploads: Pending, wait_until: Wait) -> None:
-    async def none_left() -> bool:
-        return await pending_uploads() == []
-
-    await wait_until(none_left, "the failed upload to be cleaned up")
 
 
 def names(directory: Path) -> list[str]:
@@ -107,7 +88,7 @@ async def test_chunked_post_over_the_limit_is_413_and_stores_nothing(
     await connection.send(chunked(payload(MULTIPART)))
     response = await connection.response()
     assert (response.status, response.json()["error"]) == (413, "too_large")
-    await nothing_pending(pending_uploads, wait_until)
+    await nothing_pending(pending_uploads)
     assert (await (await small_limit.get("/videos")).json())["items"] == []
 
 
@@ -131,8 +112,8 @@ async def test_body_stalling_mid_upload_is_408_and_keeps_the_old_object(
     response, waited = await timed_response(connection)
     assert (response.status, response.json()["error"]) == (408, "request_timeout")
     assert waited < BODY_TIMEOUT + QUICK
-    await nothing_pending(pending_uploads, wait_until)
-    assert await stored(impatient) == OLD
+    await nothing_pending(pending_uploads)
+    assert await stored(impatient, KEY) == OLD
 
 
 @pytest.mark.parametrize("backend", ["fs"])
@@ -171,7 +152,7 @@ async def test_slow_but_steady_body_outlasting_the_timeout_is_stored(
         await asyncio.sleep(BODY_TIMEOUT * 0.4)
     assert time.monotonic() - started > 3 * BODY_TIMEOUT
     assert (await connection.response()).status == 201
-    assert await stored(impatient) == body
+    assert await stored(impatient, KEY) == body
 
 
 # ---- server.max_concurrent_uploads ----------------------------------------------------------
@@ -214,7 +195,7 @@ async def test_upload_past_the_limit_is_503_with_retry_after(
         assert (await response.json())["error"] == "too_many_uploads"
         assert int(response.headers["Retry-After"]) > 0
     # Downloads and listings are not uploads.
-    assert await stored(two_slots) == OLD
+    assert await stored(two_slots, KEY) == OLD
     assert (await two_slots.get("/videos")).status == 200
     await held[0].send(b"y" * 1000)
     assert (await held[0].response()).status == 201
@@ -390,7 +371,7 @@ async def test_smuggling_shapes_get_400_close_and_run_nothing_smuggled(
     malformed_answer(received)
     assert closed and time.monotonic() - started < QUICK
     assert await stored(with_victim, VICTIM) == OLD
-    assert await stored(with_victim) is None
+    assert await stored(with_victim, KEY) is None
 
 
 TOO_LONG = "request line or header line too long"

@@ -116,6 +116,42 @@ async def test_start_up_warns_in_one_line_with_the_cause_and_readyz_says_it(
     assert (status, body) == (503, {"error": "upstream_unavailable", "message": cause})
 
 
+def request(process: VidproxyProcess, method: str, path: str, body: bytes | None = None) -> Any:
+    req = urllib.request.Request(process.url + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_without_credentials_clients_are_told_so_not_that_s3_is_unreachable(
+    tmp_path: Path, moto_endpoint: str, bucket: str
+) -> None:
+    # The report: 503 "the storage backend is unreachable (PutObject)", while only
+    # the log said NoCredentialsError.
+    env = {**NO_AWS_CREDENTIALS, **s3_env(moto_endpoint, bucket)}
+    env["VIDPROXY_CACHE_DIR"] = str(tmp_path / "cache")
+    async with running(VidproxyProcess(tmp_path, env), probe="/healthz") as process:
+        answers = [
+            request(process, "PUT", "/videos/clip.mp4", b"small body"),
+            request(process, "GET", "/videos/clip.mp4"),
+            request(process, "GET", "/videos"),
+        ]
+    operations = ["PutObject", "GetObject", "ListObjectsV2"]
+    assert answers == [
+        (
+            503,
+            {
+                "error": "upstream_unavailable",
+                "message": f"no usable S3 credentials were found ({op})",
+            },
+        )
+        for op in operations
+    ]
+    assert "S3 PutObject failed: NoCredentialsError" in process.log()
+
+
 # ---- --version and --help -------------------------------------------------------------
 
 

@@ -17,12 +17,12 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import NO_STALE_UPLOAD_SWEEP_ENV, PART_SIZE, Connect, RawConnection
 from fault_rig import VidproxyProcess, payload
+from rigs.objects import nothing_pending, put, stored
 
 from vidproxy.config import Config
 
@@ -47,16 +47,6 @@ RSS_SAMPLE_SECONDS = 1.0
 RSS_SAMPLE_INTERVAL = 0.05
 
 
-async def put(client: Client, body: bytes) -> None:
-    response = await client.put(f"/videos/{quote(KEY)}", data=body)
-    assert response.status == 201, await response.text()
-
-
-async def stored(client: Client) -> bytes | None:
-    response = await client.get(f"/videos/{quote(KEY)}")
-    return await response.read() if response.status == 200 else None
-
-
 async def trickle(connection: RawConnection) -> None:
     with contextlib.suppress(ConnectionError):
         while True:
@@ -75,7 +65,7 @@ async def strict(
 async def test_a_trickling_upload_gets_408_after_the_grace_and_leaves_nothing(
     strict: Client, raw_connect: Connect, pending_uploads: Pending, wait_until: Wait
 ) -> None:
-    await put(strict, OLD)
+    await put(strict, KEY, OLD)
     connection = await raw_connect(strict)
     await connection.send_head("PUT", f"/videos/{KEY}", {"Content-Length": str(DECLARED)})
     started = time.monotonic()
@@ -96,11 +86,10 @@ async def test_a_trickling_upload_gets_408_after_the_grace_and_leaves_nothing(
     assert "server.min_upload_rate" in response.json()["message"]
     assert took >= GRACE
 
-    async def nothing_pending() -> bool:
-        return await pending_uploads() == []
-
-    await wait_until(nothing_pending, "the multipart upload aborted / the temp file removed")
-    assert await stored(strict) == OLD
+    await nothing_pending(
+        pending_uploads, what="the multipart upload aborted / the temp file removed"
+    )
+    assert await stored(strict, KEY) == OLD
 
 
 async def test_an_upload_above_the_minimum_rate_outlasts_the_grace(
@@ -116,7 +105,7 @@ async def test_an_upload_above_the_minimum_rate_outlasts_the_grace(
         await connection.send(body[start : start + 10_000])
         await asyncio.sleep(0.05)
     assert (await connection.response()).status == 201
-    assert await stored(client) == body
+    assert await stored(client, KEY) == body
 
 
 # ---- memory: N tricklers on a vidproxy process ----------------------------------------

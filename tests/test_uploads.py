@@ -1,8 +1,9 @@
 """tus 1.0.0 at /uploads, raw HTTP: every status the protocol answers, on fs and
-on S3 (moto), bytes compared with what GET /videos gives back."""
+on S3 (moto, and rclone serve s3), bytes compared with what GET /videos gives back."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from botocore.exceptions import ClientError
 from conftest import Connect, RawConnection
+from rclone_rig import boto3_client, new_bucket, rclone_endpoint_fixture  # noqa: F401
 
 from vidproxy.config import Config
 from vidproxy.units import MiB
@@ -20,6 +23,64 @@ from vidproxy.units import MiB
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
 PART = 5 * MiB
+
+
+@pytest.fixture(params=["fs", "s3", "rclone"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def s3_side(backend: str, request: pytest.FixtureRequest) -> tuple[Any, str] | None:
+    """A boto3 client and the bucket vidproxy stores in, to look behind its back."""
+    if backend == "s3":
+        return request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    if backend == "rclone":
+        s3 = boto3_client(request.getfixturevalue("rclone_endpoint"))
+        return s3, new_bucket(s3)
+    return None
+
+
+@pytest.fixture
+def tus_config(
+    backend: str,
+    make_config: Callable[..., Config],
+    s3_side: tuple[Any, str] | None,
+    request: pytest.FixtureRequest,
+) -> Callable[..., Config]:
+    def make(**sections: dict[str, Any]) -> Config:
+        if backend != "rclone":
+            return make_config(backend, **sections)
+        assert s3_side is not None
+        endpoint = request.getfixturevalue("rclone_endpoint")
+        s3 = {"endpoint_url": endpoint, "bucket": s3_side[1], **sections.pop("s3", {})}
+        return make_config("s3", s3=s3, **sections)
+
+    return make
+
+
+@pytest.fixture
+async def client(
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> TestClient[Any, Any]:
+    return await start_vidproxy(tus_config())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def pending_uploads(s3_side: tuple[Any, str] | None, tmp_path: Any) -> Callable[[], Any]:
+    """Multipart uploads left in the bucket; on fs, upload data files left."""
+
+    async def pending() -> list[str]:
+        if s3_side is None:
+            return sorted(p.name for p in (tmp_path / "data" / "uploads").glob("*.data"))
+        s3, bucket = s3_side
+        try:
+            response = await asyncio.to_thread(s3.list_multipart_uploads, Bucket=bucket)
+        except ClientError:
+            return []  # rclone: NoSuchUpload for a bucket that never had one
+        return [upload["Key"] for upload in response.get("Uploads", [])]
+
+    return pending
 
 
 def metadata(**pairs: str) -> str:
@@ -438,16 +499,16 @@ async def test_a_second_patch_while_one_runs_gets_423(
     assert await fetched(client, "locked") == b"a" * 100
 
 
-def expire_record(backend: str, request: pytest.FixtureRequest, upload_id: str) -> None:
+def expire_record(s3_side: tuple[Any, str] | None, tmp_path: Any, upload_id: str) -> None:
     """Move the record's expiry into the past, as time would."""
     name = f"{upload_id}.info"
-    if backend == "fs":
-        path = request.getfixturevalue("tmp_path") / "data" / "uploads" / name
+    if s3_side is None:
+        path = tmp_path / "data" / "uploads" / name
         record = json.loads(path.read_text())
         record["expires"] = time.time() - 1
         path.write_text(json.dumps(record))
         return
-    s3, bucket = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+    s3, bucket = s3_side
     key = f".vidproxy/uploads/{name}"
     record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     record["expires"] = time.time() - 1
@@ -455,20 +516,20 @@ def expire_record(backend: str, request: pytest.FixtureRequest, upload_id: str) 
 
 
 async def test_an_expired_upload_gets_410(
-    client: TestClient[Any, Any], backend: str, request: pytest.FixtureRequest
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, tmp_path: Any
 ) -> None:
     location = await create(client, 10)
     assert (await patch(client, location, 0, b"abc")).status == 204
-    expire_record(backend, request, location.rsplit("/", 1)[1])
+    expire_record(s3_side, tmp_path, location.rsplit("/", 1)[1])
     await error_of(await client.head(location, headers=TUS), 410, "upload_expired")
     await error_of(await patch(client, location, 3, b"def"), 410, "upload_expired")
 
 
 async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
-    backend: str, make_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
     pending_uploads: Any, wait_until: Any,
 ) -> None:  # fmt: skip
-    client = await start_vidproxy(make_config(backend, uploads={"expire_after": 1}))
+    client = await start_vidproxy(tus_config(uploads={"expire_after": 1}))
     location = await create(client, 20 * MiB)
     assert (await patch(client, location, 0, payload(6 * MiB))).status == 204
 
@@ -478,4 +539,188 @@ async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
 
     await wait_until(gone, "the expired upload swept", within=10)
     metrics = await (await client.get("/metrics")).text()
-    assert 'vidproxy_tus_uploads_total{event="expired"} 1.0' in metrics
+    assert counter(metrics, 'vidproxy_tus_uploads_total{event="expired"}') == 1
+
+
+async def test_head_while_a_patch_runs_shows_its_durable_progress(
+    client: TestClient[Any, Any], raw_connect: Connect, wait_until: Any
+) -> None:
+    body = payload(12 * MiB, seed=9)
+    location = await create(client, len(body), key="watched")
+    connection = await send_part_of_a_patch(
+        raw_connect, client, location, 0, len(body), body[: 6 * MiB]
+    )
+
+    async def first_part_durable() -> bool:
+        return await offset_of(client, location) >= 4 * MiB
+
+    # The HEADs read the record while the PATCH keeps writing it (If-Match on S3).
+    await wait_until(first_part_durable, "the first 4 MiB durable during the PATCH")
+    await connection.send(body[6 * MiB :])
+    response = await connection.response()
+    assert response.status == 204, response.body
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "watched") == body
+
+
+def counter(metrics: str, name: str) -> float:
+    """The value of the sample ``name`` (labels included), 0 if absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_the_stale_upload_sweep_leaves_live_tus_uploads_alone(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any], wait_until: Any
+) -> None:
+    # moto dates every multipart upload in 2010: each one is "stale" at once.
+    config = make_config("s3", s3={"abort_stale_uploads_after": 1})
+    client = await start_vidproxy(config)
+    body = payload(7 * MiB)
+    location = await create(client, len(body), key="kept")
+    assert (await patch(client, location, 0, body[: 6 * MiB])).status == 204
+    sweeps = 'vidproxy_s3_requests_total{operation="ListMultipartUploads"}'
+
+    async def swept_twice_more(start: float) -> bool:
+        metrics = await (await client.get("/metrics")).text()
+        return counter(metrics, sweeps) >= start + 2
+
+    start = counter(await (await client.get("/metrics")).text(), sweeps)
+    await wait_until(lambda: swept_twice_more(start), "two more stale-upload sweeps", within=10)
+    assert (await patch(client, location, 6 * MiB, body[6 * MiB :])).status == 204
+    assert await fetched(client, "kept") == body
+
+
+async def test_metrics_count_tus_uploads_and_bytes(client: TestClient[Any, Any]) -> None:
+    body = payload(6 * MiB)
+    location = await create(client, len(body), key="counted")
+    await patch(client, location, 0, body[:1000])
+    assert (await client.head(location, headers=TUS)).status == 200  # where to resume
+    await patch(client, location, 1000, body[1000:])
+    abandoned = await create(client, 10)
+    await client.delete(abandoned, headers=TUS)
+    metrics = await (await client.get("/metrics")).text()
+    for event, count in (("created", 2), ("resumed", 1), ("completed", 1), ("terminated", 1)):
+        assert counter(metrics, f'vidproxy_tus_uploads_total{{event="{event}"}}') == count
+    assert counter(metrics, "vidproxy_tus_stored_bytes_total") == len(body)
+
+
+async def test_a_page_on_another_origin_may_speak_tus(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    origin = "https://page.example"
+    client = await start_vidproxy(make_config("fs", server={"cors_origins": [origin]}))
+    location = await create(client, 3)
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "tus-resumable, upload-offset, content-type",
+    }
+    for path in ("/uploads", location):
+        response = await client.options(path, headers=preflight)
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert "Upload-Offset" in response.headers["Access-Control-Allow-Headers"]
+    assert "PATCH" in response.headers["Access-Control-Allow-Methods"]
+    response = await patch(client, location, 0, b"abc", Origin=origin)
+    exposed = response.headers["Access-Control-Expose-Headers"]
+    assert {"Upload-Offset", "X-Video-Key", "Tus-Resumable"} <= set(exposed.split(", "))
+
+
+async def test_a_signed_creation_url_and_the_upload_s_own_signed_location(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    auth = {"write_tokens": ["w"], "read_tokens": ["r"], "signing_key": "k"}
+    client = await start_vidproxy(make_config("fs", auth=auth))
+    writer = {"Authorization": "Bearer w"}
+    await error_of(await client.post("/uploads", headers={**TUS, "Upload-Length": "3"}), 401,
+                   "unauthorized")  # fmt: skip
+    grant = await client.post("/sign", json={"key": "s/a.bin", "method": "POST"}, headers=writer)
+    url = (await grant.json())["url"]
+    assert url.startswith("/uploads?key=s%2Fa.bin&expires=")
+    other = {**TUS, "Upload-Length": "3", "Upload-Metadata": metadata(key="s/other.bin")}
+    await error_of(await client.post(url, headers=other), 403, "forbidden")
+    response = await client.post(url, headers={**TUS, "Upload-Length": "6"})
+    assert response.status == 201
+    assert response.headers["X-Video-Key"] == "s/a.bin"
+    location = response.headers["Location"]
+    assert "&sig=" in location
+    bare = location.split("?")[0]
+    await error_of(await patch(client, bare, 0, b"abc"), 401, "unauthorized")
+    assert (await patch(client, location, 0, b"abc")).status == 204
+    assert (await client.head(location, headers=TUS)).headers["Upload-Offset"] == "3"
+    forged = location.rsplit("=", 1)[0] + "=" + "0" * 64
+    await error_of(await patch(client, forged, 3, b"def"), 403, "forbidden")
+    assert (await patch(client, location, 3, b"def")).status == 204
+    assert await (await client.get("/videos/s/a.bin", headers=writer)).read() == b"abcdef"
+
+
+async def test_tokens_guard_uploads_as_they_guard_put_and_get(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any]
+) -> None:
+    auth = {"write_tokens": ["w"], "read_tokens": ["r"]}
+    client = await start_vidproxy(make_config("fs", auth=auth))
+    reader, writer = {"Authorization": "Bearer r"}, {"Authorization": "Bearer w"}
+    assert (await client.options("/uploads", headers=reader)).status == 204
+    assert (await client.options("/uploads")).status == 401
+    await error_of(await client.post("/uploads", headers={**TUS, **reader, "Upload-Length": "1"}),
+                   403, "forbidden")  # fmt: skip
+    created = await client.post("/uploads", headers={**TUS, **writer, "Upload-Length": "1"})
+    location = created.headers["Location"]
+    assert (await client.head(location, headers={**TUS, **reader})).status == 200
+    await error_of(await patch(client, location, 0, b"x", **reader), 403, "forbidden")
+    assert (await patch(client, location, 0, b"x", **writer)).status == 204
+
+
+async def test_a_stalled_patch_gets_408_and_keeps_what_arrived(
+    tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any], raw_connect: Connect
+) -> None:
+    client = await start_vidproxy(tus_config(server={"body_timeout": 0.5}))
+    location = await create(client, 100)
+    connection = await send_part_of_a_patch(raw_connect, client, location, 0, 100, b"s" * 40)
+    response = await connection.response()
+    assert response.status == 408
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert await offset_of(client, location) == 40
+
+
+async def test_100_continue_only_for_a_patch_that_passes_the_checks(
+    client: TestClient[Any, Any], raw_connect: Connect
+) -> None:
+    location = await create(client, 10)
+    for headers, status in (
+        ({"Tus-Resumable": "0.2.0", "Content-Type": "application/offset+octet-stream"}, 412),
+        ({**TUS, "Content-Type": "text/plain"}, 415),
+    ):
+        connection = await raw_connect(client)
+        await connection.send_head("PATCH", location, {
+            **headers, "Upload-Offset": "0", "Content-Length": "10", "Expect": "100-continue",
+        })  # fmt: skip
+        first, answer = await connection.read_head()
+        assert first == status  # no 100 Continue before it
+        assert answer["Tus-Resumable"] == "1.0.0"
+    connection = await raw_connect(client)
+    await connection.send_head("PATCH", location, {
+        **OCTETS, "Upload-Offset": "0", "Content-Length": "10", "Expect": "100-continue",
+    })  # fmt: skip
+    assert (await connection.read_head())[0] == 100
+    await connection.send(b"0123456789")
+    assert (await connection.response()).status == 204
+
+
+async def test_of_two_create_only_uploads_finishing_at_once_one_wins(
+    client: TestClient[Any, Any],
+) -> None:
+    bodies = [payload(6 * MiB, seed=s) for s in (11, 12)]
+    locations = [await create(client, len(b), key="race.bin", create_only="1") for b in bodies]
+    answers = await asyncio.gather(
+        *(
+            patch(client, location, 0, body)
+            for location, body in zip(locations, bodies, strict=True)
+        )
+    )
+    statuses = sorted(answer.status for answer in answers)
+    assert statuses == [204, 412], [await a.text() for a in answers]
+    winner = bodies[[a.status for a in answers].index(204)]
+    assert await fetched(client, "race.bin") == winner

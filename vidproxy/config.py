@@ -136,7 +136,11 @@ class S3Config:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 3
-    # Multipart uploads older than this are aborted (at start, then periodically); 0 = never.
+    # One S3 request, its retries included, fails after this (504 upstream_timeout):
+    # botocore's timeouts do not cover every wait (a request stuck before its body).
+    request_deadline: float = 120.0
+    # Multipart uploads idle this long (no newer part) are aborted (at start, then
+    # periodically), never this process's own; 0 = never.
     abort_stale_uploads_after: float = 86400.0
 
 
@@ -430,6 +434,7 @@ def _validate(config: Config) -> None:
         ("s3.max_attempts", s3.max_attempts >= 1, "must be at least 1"),
         ("s3.connect_timeout", s3.connect_timeout > 0, "must be positive"),
         ("s3.read_timeout", s3.read_timeout > 0, "must be positive"),
+        ("s3.request_deadline", s3.request_deadline > 0, "must be positive"),
         ("server.body_timeout", config.server.body_timeout > 0, "must be positive"),
         ("server.upload_rate_grace", config.server.upload_rate_grace >= 0, "must not be negative"),
         ("server.header_timeout", config.server.header_timeout > 0, "must be positive"),

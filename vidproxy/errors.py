@@ -39,8 +39,10 @@
     ├── UpstreamError               502 upstream_error: the store answered with an error
     ├── UpstreamUnavailable         503 upstream_unavailable: the store cannot be reached
     │   ├── UploadsBusy             503 too_many_uploads
-    │   └── TooManyConnections      503 too_many_connections
+    │   ├── TooManyConnections      503 too_many_connections
+    │   └── UploadAborted           503 upload_aborted: the store dropped the upload mid-way
     ├── GatewayTimeout              504 gateway_timeout: the request ran out of time
+    │   └── UpstreamTimeout         504 upstream_timeout: the store did not answer in time
     └── HttpError                   4xx http_error: any other status aiohttp answers itself
 
 Storage backends raise these (never botocore's errors); handlers let them
@@ -270,9 +272,17 @@ class TooManyConnections(UpstreamUnavailable):
     code = "too_many_connections"
 
 
+class UploadAborted(UpstreamUnavailable):
+    code = "upload_aborted"
+
+
 class GatewayTimeout(VidproxyError):
     status = 504
     code = "gateway_timeout"
+
+
+class UpstreamTimeout(GatewayTimeout):
+    code = "upstream_timeout"
 
 
 class HttpError(VidproxyError):

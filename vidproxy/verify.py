@@ -35,11 +35,12 @@ HELP = "check every object and cache entry against its recorded size and digest"
 DESCRIPTION = f"""{HELP}.
 
 fs: each data file's size and SHA-256 against its metadata. S3: each object is
-read in full; its size, and its SHA-256 (metadata "sha256") or, for single-part
-objects, the MD5 its ETag is, where recorded. Cache (S3 only): each entry's
-size and the digest recorded when it was filled. Prints one line per problem
-and a summary; exits 0 if all is well, 1 if something is damaged, 2 if the
-check could not run. Safe beside a running vidproxy: it only reads."""
+read in full; its size, and its SHA-256 (metadata "sha256", or the SHA-256
+record of a multipart upload while it matches the object's ETag) or, for
+single-part objects, the MD5 its ETag is, where recorded. Cache (S3 only):
+each entry's size and the digest recorded when it was filled. Prints one line
+per problem and a summary; exits 0 if all is well, 1 if something is damaged,
+2 if the check could not run. Safe beside a running vidproxy: it only reads."""
 
 
 def add_verify_command(commands: Any) -> None:

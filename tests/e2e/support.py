@@ -1,22 +1,20 @@
-"""Helpers for the end-to-end suite: processes, bounded polls, vidproxy's access log."""
+"""Helpers for the end-to-end suite: client tools, test media, vidproxy's access log.
+The servers and polls are the rigs of tests/rigs/, named here for the e2e modules."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rigs.polling import poll
+from rigs.processes import ServerProcess, find_tool, free_port, http_status
+
+__all__ = ["ServerProcess", "find_tool", "free_port", "http_status", "poll"]
 
 BACKENDS = ["fs", "moto", "rclone"]
 ACCESS_KEY = "e2e-access"
@@ -25,9 +23,6 @@ REGION = "us-east-1"
 # S3's smallest part: the clips and files below span several, so multipart runs.
 PART_SIZE = "5MiB"
 
-START_TIMEOUT = 20.0  # seconds for a server to answer its first request
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
-POLL_INTERVAL = 0.05
 TOOL_TIMEOUT = 60.0  # seconds any one client process may run
 
 # The test clip: long enough to seek to 45 s, small enough to make in a few seconds.
@@ -40,78 +35,11 @@ KEYFRAME_EVERY = 2 * CLIP_FPS  # frames: one fragment, and one seek point, per 2
 WEBM_BITRATE = "3M"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def find_tool(name: str) -> str | None:
-    """A tool installed next to this Python (the venv's bin/: this checkout's
-    ``vidproxy``, ``moto_server``, ``rclone``), else one on PATH."""
-    beside = Path(sys.executable).with_name(name)
-    return str(beside) if beside.is_file() else shutil.which(name)
-
-
 def require_tool(name: str) -> str:
     path = find_tool(name)
     if path is None:
         pytest.skip(f"{name} is not installed")
     return path
-
-
-def poll(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    """Call ``condition`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(POLL_INTERVAL)
-
-
-def http_status(url: str, method: str = "GET") -> int | None:
-    """The status of one request, or None while nothing answers."""
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def start_server(
-    argv: list[str], log_path: Path, probe: Callable[[], bool], what: str, **popen: Any
-) -> subprocess.Popen[bytes]:
-    """Start a server process logging to ``log_path``; return once ``probe`` holds."""
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
-        return probe()
-
-    try:
-        poll(ready, f"{what} ready", START_TIMEOUT)
-    except BaseException:
-        stop_server(proc)
-        raise
-    return proc
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
 
 
 _ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')

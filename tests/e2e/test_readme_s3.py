@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from readme import command_with, env_and_argv, steps
 
-from .support import TOOL_TIMEOUT, free_port, http_status, start_server, stop_server
+from .support import TOOL_TIMEOUT, ServerProcess, free_port, http_status
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +45,14 @@ def readme_rclone(tmp_path: Path) -> Iterator[int]:
         subprocess.run(as_here(env_and_argv(step)[1], port), cwd=tmp_path, check=True)
     _, argv = env_and_argv(serve)
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(
+    rclone = ServerProcess(
         as_here(argv, port),
         tmp_path / "rclone.log",
-        lambda: http_status(url + "/") is not None,
-        "rclone",
         cwd=tmp_path,
+        ready=lambda: http_status(url + "/") is not None,
     )
-    try:
+    with rclone.start():
         yield port
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture
@@ -66,18 +63,15 @@ def readme_vidproxy(tmp_path: Path, readme_rclone: int) -> Iterator[str]:
     port = free_port()
     env["VIDPROXY_SERVER_PORT"] = str(port)
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(
+    vidproxy = ServerProcess(
         as_here(argv, readme_rclone),
         tmp_path / "vidproxy.log",
-        lambda: http_status(url + "/readyz") == 200,
-        "vidproxy",
         cwd=tmp_path,
         env=env,
+        ready=lambda: http_status(url + "/readyz") == 200,
     )
-    try:
+    with vidproxy.start():
         yield url
-    finally:
-        stop_server(proc)
 
 
 def test_the_readme_local_s3_stores_and_serves_a_file(readme_vidproxy: str, tmp_path: Path) -> None:

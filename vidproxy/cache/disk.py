@@ -112,12 +112,16 @@ class CacheDir:
     def temp_path(self, key: str) -> Path:
         return self._tmp / f"{key_digest(key)}.{ULID()}"
 
-    def commit(self, info: ObjectInfo, temp: Path, content: Iterable[Digest]) -> Path:
+    def commit(
+        self, info: ObjectInfo, temp: Path, content: Iterable[Digest], accessed_at: float
+    ) -> Path:
         """Make the filled ``temp`` file, whose bytes hash to ``content``, the
-        entry for ``info.key``; returns its path."""
+        entry for ``info.key``, last accessed at ``accessed_at``; returns its path."""
         meta_path = self._meta_path(info.key)
         meta_path.parent.mkdir(exist_ok=True)
         data_path = meta_path.with_name(temp.name)
+        # The cache's clock, not the disk's, so a timer re-armed at start agrees with it.
+        os.utime(temp, (accessed_at, accessed_at))
         os.replace(temp, data_path)
         meta = {**info.to_record(), "data": data_path.name, "content": content_record(content)}
         try:
@@ -148,10 +152,10 @@ class CacheDir:
         return self._entries / digest[:2] / f"{digest}{META_SUFFIX}"
 
 
-def touch(path: Path) -> None:
-    """Record an access in the data file's mtime (ignored if it is gone)."""
+def touch(path: Path, at: float) -> None:
+    """Record an access at ``at`` (wall clock) in the data file's mtime (ignored if it is gone)."""
     with contextlib.suppress(FileNotFoundError):
-        os.utime(path)
+        os.utime(path, (at, at))
 
 
 def _read_text(path: Path) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..conditions import ByteRange, RangeSpec
 from ..errors import ObjectDamaged
@@ -13,9 +12,7 @@ from ..files import read_file
 from ..storage.base import ObjectReader, close_stream
 from ..units import MiB
 from .fill import Fill, read_following
-
-if TYPE_CHECKING:
-    from .store import CachingStore, Entry
+from .index import Entry, EntryIndex
 
 # A range starting this far past what a fill has written is fetched directly:
 # a player seeking to minute 50 must not wait for minutes 0-50.
@@ -37,8 +34,8 @@ def labelled(reader: ObjectReader) -> ObjectReader:
 class HitReader:
     cache_status = "HIT"
 
-    def __init__(self, store: CachingStore, entry: Entry) -> None:
-        self._store = store
+    def __init__(self, index: EntryIndex, entry: Entry) -> None:
+        self._index = index
         self._entry = entry
         self.info = entry.info
         self.local_path: Path | None = entry.path
@@ -48,23 +45,24 @@ class HitReader:
         return read_file(self._entry.path, byte_range or ByteRange(0, self.info.size))
 
     async def aclose(self) -> None:
-        self._store.release(self._entry)
+        self._index.release(self._entry)
 
     def damaged(self, found: str) -> ObjectDamaged:
-        self._store.drop_damaged(self._entry, found)
+        self._index.drop_damaged(self._entry, found)
         return ObjectDamaged(f"the cached copy was damaged ({found}) and is dropped; retry")
 
 
 class FillReader:
     """Reads an object that is being filled: as the fill brings it in, or, for a
-    range far ahead of it, from the backend directly."""
+    range far ahead of it, from the backend directly. With ``stop_unread``
+    (no ``cache.fill_on_disconnect``), the last reader to leave stops the fill."""
 
     cache_status = "MISS"
     local_path = None
 
-    def __init__(self, store: CachingStore, fill: Fill) -> None:
-        self._store = store
+    def __init__(self, fill: Fill, *, stop_unread: bool) -> None:
         self._fill = fill
+        self._stop_unread = stop_unread
         self.info = fill.info
         fill.open_reader()  # now: the fill may end at any await
 
@@ -75,7 +73,11 @@ class FillReader:
         return read_following(self._fill, wanted)
 
     async def aclose(self) -> None:
-        self._store.release_fill(self._fill)
+        fill = self._fill
+        fill.close_reader()
+        unread = fill.readers == 0 and not fill.ended
+        if unread and self._stop_unread and fill.task is not None:
+            fill.task.cancel()
 
     def damaged(self, found: str) -> ObjectDamaged:
         return self._fill.source.damaged(found)

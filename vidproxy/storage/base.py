@@ -93,6 +93,10 @@ class StoreStats:
     requests: Counter[str] = field(default_factory=Counter)  # by operation
     errors: Counter[str] = field(default_factory=Counter)  # by operation
     parts_sent: int = 0
+    # Whether the backend itself refuses a second create-only write of a key
+    # (S3's If-None-Match: * on PutObject and CompleteMultipartUpload); None
+    # until probed, and on backends with no such thing to probe.
+    create_only_enforced: bool | None = None
 
 
 class ObjectReader(Protocol):

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .integrity import size_problem
+from .locks import KeyLocks
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class FsStore:
         self._objects = root / "objects"
         self._tmp = root / "tmp"
         # One writer per key at a time keeps the version-file bookkeeping exact.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # It also makes create-only writes create-only: ``_commit`` looks and commits under it.
+        self._lock = KeyLocks()
         # Data files with open readers, and those replaced or deleted meanwhile:
         # a retired file is unlinked when its last reader closes.
         self._readers: Counter[Path] = Counter()
@@ -222,12 +223,6 @@ class FsStore:
         page = [ObjectInfo.from_record(m) for _, m in keys[:limit]]
         next_after = page[-1].key if len(keys) > limit else None
         return ObjectPage(page, next_after)
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
 
 
 class FsReader:

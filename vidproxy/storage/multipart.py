@@ -1,6 +1,8 @@
 """An S3 multipart upload as an async context manager: completed by the caller,
 aborted on any exception (``CancelledError`` included), so a failed upload
-leaves no object and no orphaned parts."""
+leaves no object and no orphaned parts. While it runs, its upload id is in the
+store's ``live`` set, which the stale-upload sweeper leaves alone; if S3 drops
+it anyway (another replica's sweep), the client is told so (``UploadAborted``)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import contextlib
 import io
 import logging
 import mmap
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -18,6 +20,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from ..buffers import lazy_buffer
+from ..errors import UploadAborted, UpstreamError, UpstreamUnavailable, VidproxyError
 from ..units import KiB
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,10 @@ SEND_SLICE = 256 * KiB
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
 Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+UPLOAD_ABORTED = (
+    "the storage backend no longer has this upload (aborted by another process, "
+    "e.g. a stale-upload sweep); nothing was stored, send it again"
+)
 
 
 class PartBuffers:
@@ -109,8 +116,11 @@ class MultipartUpload:
         buffers: PartBuffers,
         errors: ErrorMapper,
         spawn: Spawner,
+        live: set[str],
     ) -> None:
         self._client = client
+        self._live = live
+        self._registered: str | None = None
         self._spawn = spawn
         self._bucket = bucket
         self._key = key
@@ -138,7 +148,9 @@ class MultipartUpload:
             response = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, **params
             )
-        return str(response["UploadId"])
+        self._registered = upload_id = str(response["UploadId"])
+        self._live.add(upload_id)  # before anything else can see it: no sweep takes it
+        return upload_id
 
     async def add_part(self, data: memoryview) -> None:
         """Start uploading the next part, a buffer from ``buffers`` that goes back
@@ -151,7 +163,7 @@ class MultipartUpload:
 
     async def _upload_part(self, number: int, data: memoryview) -> dict[str, Any]:
         try:
-            async with self._errors("UploadPart"):
+            async with self._aborted_if_gone(), self._errors("UploadPart"):
                 response = await self._client.upload_part(
                     Bucket=self._bucket,
                     Key=self._key,
@@ -165,6 +177,32 @@ class MultipartUpload:
             self._slots.release()
             self._buffers.give_back(data)
 
+    @contextlib.asynccontextmanager
+    async def _aborted_if_gone(self) -> AsyncIterator[None]:
+        """An UploadPart or Complete that failed because the upload is gone says so:
+        AWS and rclone answer NoSuchUpload, moto a bare 500, so ask ListParts."""
+        try:
+            yield
+        except UploadAborted:
+            raise
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            if await self._gone():
+                log.warning("the multipart upload of %r was aborted at S3 mid-way", self._key)
+                raise UploadAborted(UPLOAD_ABORTED) from exc
+            raise
+
+    async def _gone(self) -> bool:
+        try:
+            async with self._errors("ListParts"):
+                await self._client.list_parts(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MaxParts=1
+                )
+        except UploadAborted:
+            return True
+        except VidproxyError:
+            return False  # cannot tell: the original error stands
+        return False
+
     def _raise_failed(self) -> None:
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
@@ -172,7 +210,7 @@ class MultipartUpload:
 
     async def complete(self, **conditions: str) -> str:
         parts = await asyncio.gather(*self._tasks)
-        async with self._errors("CompleteMultipartUpload"):
+        async with self._aborted_if_gone(), self._errors("CompleteMultipartUpload"):
             response = await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=self._key,
@@ -192,6 +230,13 @@ class MultipartUpload:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        try:
+            await self._finish()
+        finally:
+            if self._registered is not None:
+                self._live.discard(self._registered)
+
+    async def _finish(self) -> None:
         if self._upload_id is None:
             return
         for task in self._tasks:
@@ -208,5 +253,7 @@ class MultipartUpload:
                 await self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=self._key, UploadId=upload_id
                 )
+        except UploadAborted:
+            pass  # gone already: what the abort was for
         except Exception as exc:
             log.warning("could not abort the multipart upload of %r: %s", self._key, exc)

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +34,11 @@ from ..errors import (
     ObjectDamaged,
     PreconditionFailed,
     TooLarge,
+    UploadAborted,
     UpstreamError,
+    UpstreamTimeout,
     UpstreamUnavailable,
+    VidproxyError,
 )
 from ..hashing import BackgroundHash
 from ..keys import RESERVED_PREFIX, is_reserved
@@ -44,8 +47,10 @@ from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .digests import DigestRecord, DigestRecords, with_recorded_sha256
-from .multipart import MultipartUpload, PartBuffers
+from .locks import KeyLocks
+from .multipart import UPLOAD_ABORTED, MultipartUpload, PartBuffers
 from .parts import PartPlan
+from .probe import probe_create_only, report
 from .sweeper import sweep_forever
 
 log = logging.getLogger(__name__)
@@ -80,6 +85,15 @@ class _MultipartEtags(enum.Enum):
     OTHER = "other"  # neither: ask with a HEAD after every upload
 
 
+# What a write's commit runs in: it yields the commit's conditions (If-None-Match).
+Commit = Callable[[], AbstractAsyncContextManager[dict[str, str]]]
+
+
+@asynccontextmanager
+async def _unconditional() -> AsyncIterator[dict[str, str]]:
+    yield {}
+
+
 class _Unsatisfiable(Exception):
     """S3 said 416; the caller needs the size before it can answer."""
 
@@ -99,6 +113,31 @@ async def s3_errors(operation: str) -> AsyncIterator[None]:
         raise UpstreamUnavailable(f"the storage backend is unreachable ({operation})") from None
 
 
+@asynccontextmanager
+async def s3_call(operation: str, deadline: float) -> AsyncIterator[None]:
+    """One S3 request, botocore's retries included: its errors mapped as
+    ``s3_errors`` does, and a deadline that holds whatever the request waits for
+    (``read_timeout`` covers a stalled read, not every wait: rclone left a
+    request waiting for ``100 Continue`` unanswered for good)."""
+    try:
+        async with asyncio.timeout(deadline) as timer, s3_errors(operation):
+            yield
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        log.warning("S3 %s got no answer within s3.request_deadline (%g s)", operation, deadline)
+        raise UpstreamTimeout(f"the storage backend did not answer in time ({operation})") from None
+
+
+def drop_expect_continue(request: Any, **_: Any) -> None:
+    """``before-send``: send bodies without ``Expect: 100-continue``. botocore asks
+    for it on every PutObject and UploadPart (a bytes body becomes a file-like
+    one first); it costs a round trip per request, and a server that never
+    answers it (rclone, ``PUT f/inner`` when ``f`` exists) leaves the request
+    hanging where no botocore timeout applies. SigV4 does not sign ``Expect``."""
+    request.headers.pop("Expect", None)
+
+
 def _from_client_error(exc: ClientError, operation: str) -> Exception:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if not _ERROR_CODE_RE.fullmatch(code):
@@ -106,6 +145,8 @@ def _from_client_error(exc: ClientError, operation: str) -> Exception:
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     if code == "NoSuchBucket":
         return UpstreamError("the configured bucket does not exist")
+    if code == "NoSuchUpload":
+        return UploadAborted(UPLOAD_ABORTED)
     if code in ("NoSuchKey", "NotFound") or status == 404:
         return NotFound("no video under that key")
     if code == "InvalidRange" or status == 416:
@@ -173,14 +214,25 @@ class S3Store:
         self._sweeper: asyncio.Task[None] | None = None
         self._bucket_created = False
         self._multipart_etags = _MultipartEtags.UNKNOWN
-        # Set by the tus store: the multipart uploads the stale-upload sweep keeps.
+        self._creating = KeyLocks()
+        # Ids of the multipart uploads this process is sending: the sweeper skips them.
+        self._live_uploads: set[str] = set()
+        # Set by the tus store: the multipart uploads of live tus records (any
+        # replica's), which the stale-upload sweep keeps too.
         self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
-        self._digests = DigestRecords(client, cfg.bucket, s3_errors)
+        self._probing = asyncio.Lock()
+        self._probe_failed = False
+        self._digests = DigestRecords(client, cfg.bucket, self._call)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
         events.register("after-call.s3", self._count_answer)
         events.register("after-call-error.s3", self._count_failure)
+        events.register("before-send.s3", drop_expect_continue)
+
+    def _call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """The error mapping and deadline of one S3 request."""
+        return s3_call(operation, self._cfg.request_deadline)
 
     # What the resumable (tus) store builds on: the same client, bucket and settings.
     @property
@@ -198,9 +250,14 @@ class S3Store:
     def count_part(self) -> None:
         self._count_part()
 
-    async def etag_as_read(self, key: str, completed: str, size: int) -> str:
-        """The ETag HEAD and GET will show for a multipart object just completed."""
-        return await self._etag_as_read(key, completed, size, None)
+    def call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """One S3 request's error mapping and deadline, for the tus store's calls."""
+        return self._call(operation)
+
+    def create_only_commit(self, key: str) -> AbstractAsyncContextManager[dict[str, str]]:
+        """The commit conditions of a create-only write of ``key`` (one per key at
+        a time in this process, each looking first), for a finishing tus upload."""
+        return self._create_only_commit(key)
 
     def _count_request(self, model: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
@@ -216,7 +273,9 @@ class S3Store:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
-        sweep = sweep_forever(self._client, self._bucket, older_than, s3_errors, self._kept)
+        sweep = sweep_forever(
+            self._client, self._bucket, older_than, self._call, self._live_uploads, self._kept
+        )
         self._sweeper = asyncio.ensure_future(sweep)
 
     async def _kept(self) -> set[str]:
@@ -238,7 +297,8 @@ class S3Store:
 
     async def create_bucket(self) -> None:
         try:
-            await self._client.create_bucket(Bucket=self._bucket)
+            async with asyncio.timeout(self._cfg.request_deadline):
+                await self._client.create_bucket(Bucket=self._bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -254,7 +314,7 @@ class S3Store:
             # S3 was unreachable at start (a stack starting together): try again now.
             await self.create_bucket()
         try:
-            async with s3_errors("HeadBucket"):
+            async with self._call("HeadBucket"):
                 await self._client.head_bucket(Bucket=self._bucket)
         except (NotFound, UpstreamError):
             # HeadBucket has no body: a missing bucket is a bare 404, which must
@@ -262,11 +322,35 @@ class S3Store:
             raise UpstreamUnavailable(
                 "the configured bucket is missing or not accessible"
             ) from None
+        except UpstreamTimeout as exc:
+            raise UpstreamUnavailable(exc.message) from None  # not ready: 503, as documented
+        if self.stats.create_only_enforced is None and not self._probe_failed:
+            await self._learn_create_only()
+
+    async def _learn_create_only(self) -> None:
+        """Probe once (at the start-up check, else the first /readyz) whether S3
+        itself refuses a second create-only write; never fails the readiness check."""
+        async with self._probing:
+            if self.stats.create_only_enforced is not None or self._probe_failed:
+                return
+            try:
+                probe = await probe_create_only(self._client, self._bucket, self._call)
+            except (UpstreamUnavailable, UpstreamTimeout):
+                return  # S3 went away again: ask at the next readiness check
+            except VidproxyError as exc:
+                self._probe_failed = True
+                log.warning("could not learn whether S3 enforces If-None-Match: %s", exc.message)
+                return
+            report(probe)
+            self.stats.create_only_enforced = probe.enforced
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> S3Reader:
-        # The SHA-256 record is read beside the object, not after it: a cold
-        # first byte waits for whichever answer comes last, not for both in turn.
+        # The SHA-256 record is read beside the object, not after it, and asked
+        # for first (sleep(0) lets its request go out): its small answer is then
+        # in while the object's comes. The other order cost a cold first byte
+        # 7-18 ms more than an object with metadata on a busy rclone, this 2-4.
         record = self.spawn(self._digests.read(key))
+        await asyncio.sleep(0)
         if head:
             return S3Reader(self, await _believed(await self.head(key), record))
         try:
@@ -281,7 +365,7 @@ class S3Store:
         return S3Reader(self, info, response, fetched)
 
     async def head(self, key: str) -> ObjectInfo:
-        async with s3_errors("HeadObject"):
+        async with self._call("HeadObject"):
             response = await self._client.head_object(Bucket=self._bucket, Key=key)
         return _info_from(key, response, int(response["ContentLength"]))
 
@@ -293,7 +377,7 @@ class S3Store:
             params["Range"] = spec.header()
         if if_match is not None:
             params["IfMatch"] = if_match
-        async with s3_errors("GetObject"):
+        async with self._call("GetObject"):
             response = await self._client.get_object(**params)
         # rclone answers a ranged GET with 200 plus Content-Range: trust the header.
         match = _CONTENT_RANGE_RE.fullmatch(response.get("ContentRange") or "")
@@ -305,11 +389,28 @@ class S3Store:
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
     ) -> StoredObject:
-        # S3 decides atomically at PutObject/Complete; this early look saves
-        # streaming a whole body only to be refused at the end.
-        if create_only and await self._exists(key):
+        if not create_only:
+            return await self._put(key, source, content_type, _unconditional)
+        # This early look saves streaming a whole body only to be refused at the end.
+        if await self._exists(key):
             raise PreconditionFailed("a video already exists under that key")
-        conditions = {"IfNoneMatch": "*"} if create_only else {}
+        return await self._put(key, source, content_type, lambda: self._create_only_commit(key))
+
+    @asynccontextmanager
+    async def _create_only_commit(self, key: str) -> AsyncIterator[dict[str, str]]:
+        """Around the commit (PutObject, CompleteMultipartUpload) of a create-only
+        write: one at a time per key in this process, each looking first, so a
+        backend that ignores If-None-Match (rclone) or races it (moto's multipart
+        Complete) cannot let two of ours win. Other writers (replicas) meet S3's own
+        If-None-Match, which the commit carries too."""
+        async with self._creating(key):
+            if await self._exists(key):
+                raise PreconditionFailed("a video already exists under that key")
+            yield {"IfNoneMatch": "*"}
+
+    async def _put(
+        self, key: str, source: UploadSource, content_type: str, commit: Commit
+    ) -> StoredObject:
         plan = PartPlan(self._cfg.part_size, source.content_length, self._cfg.equal_parts)
         if source.content_length is not None and source.content_length > plan.capacity():
             raise TooLarge(f"one upload holds at most {plan.capacity()} bytes")
@@ -318,7 +419,7 @@ class S3Store:
         first = await buffers.take(plan.size_of(1))
         first = first[: await source.readinto(first)]
         if len(first) < plan.size_of(1):
-            return await self._put_single(key, first, source, content_type, conditions)
+            return await self._put_single(key, first, source, content_type, commit)
         metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
         upload = MultipartUpload(
             self._client,
@@ -326,15 +427,17 @@ class S3Store:
             key,
             self._cfg.upload_concurrency,
             buffers,
-            s3_errors,
+            self._call,
             self.spawn,
+            self._live_uploads,
         )
         upload.on_part_sent = self._count_part
         md5 = BackgroundHash("md5") if self._multipart_etags in _NEEDS_MD5 else None
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
             await self._send_parts(upload, buffers, first, source, plan, md5)
-            etag = await upload.complete(**conditions)
+            async with commit() as conditions:
+                etag = await upload.complete(**conditions)
         content_md5 = await md5.hexdigest() if md5 is not None else None
         etag = await self.record_completed(key, etag, upload.size, source.sha256(), content_md5)
         return StoredObject(key, upload.size, etag, content_type, source.sha256())
@@ -357,7 +460,7 @@ class S3Store:
         written: the object stays stored, only without its digest."""
         try:
             await self._digests.write(DigestRecord(key, etag, size, sha256.lower()))
-        except (UpstreamError, UpstreamUnavailable) as exc:
+        except (UpstreamError, UpstreamUnavailable, UpstreamTimeout) as exc:
             log.warning("stored %r but could not record its SHA-256: %s", key, exc.message)
             return False
         return True
@@ -399,7 +502,7 @@ class S3Store:
             return f'"{content_md5}"'
         try:
             info = await self.head(key)
-        except (NotFound, UpstreamError, UpstreamUnavailable):
+        except (NotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout):
             return completed  # the upload is done; only the tag is in doubt
         if info.size != size:
             return completed  # another writer replaced the key since: keep our own tag
@@ -420,15 +523,13 @@ class S3Store:
         data: memoryview,
         source: UploadSource,
         content_type: str,
-        conditions: dict[str, str],
+        commit: Commit,
     ) -> StoredObject:
         sha256 = source.sha256()
-        async with s3_errors("PutObject"):
+        async with commit() as conditions, self._call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                # Bytes, not a file-like PartBody, spare a small object botocore's
-                # "Expect: 100-continue" round trip.
                 Body=bytes(data),
                 ContentType=content_type,
                 Metadata={SHA256_METADATA: sha256},
@@ -437,7 +538,7 @@ class S3Store:
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
-        async with s3_errors("DeleteObject"):
+        async with self._call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
         # After the object: a failure in between leaves a record that matches
         # nothing, never an object that lost its digest.
@@ -475,7 +576,7 @@ class S3Store:
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
             params["StartAfter"] = after
-        async with s3_errors("ListObjectsV2"):
+        async with self._call("ListObjectsV2"):
             response = await self._client.list_objects_v2(**params)
         listed = [str(item["Key"]) for item in response.get("Contents", [])]
         return listed, bool(response.get("IsTruncated")) and bool(listed)

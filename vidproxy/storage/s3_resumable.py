@@ -22,24 +22,28 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 from ..errors import (
     NotFound,
     ObjectDamaged,
+    OffsetMismatch,
     PreconditionFailed,
+    TooLarge,
     UploadLocked,
     UpstreamError,
     UpstreamUnavailable,
 )
 from ..keys import RESERVED_PREFIX
 from ..media import SNIFF_BYTES, choose_content_type
+from ..s3limits import MAX_PARTS
 from ..uploads.record import Part, UploadRecord
 from ..uploads.sha256state import Sha256
 from .base import AppendSource, StoredObject
 from .multipart import PartBody, PartBuffers
 from .parts import PartPlan
-from .s3 import SHA256_METADATA, S3Store, s3_errors
+from .s3 import SHA256_METADATA, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,6 @@ class S3Resumable:
         self._cfg = store.config
         self._expire_after = expire_after
         self._on_stored = on_stored
-        # The ETag each record had when this process last read or wrote it: the
-        # next write is conditional on it (If-Match), so a replica that wrote in
-        # between makes ours fail instead of being overwritten.
-        self._etags: dict[str, str] = {}
 
     # ---- records ------------------------------------------------------------
 
@@ -97,7 +97,7 @@ class S3Resumable:
         await self._put_record(record, {"IfNoneMatch": "*"})
 
     async def load(self, upload_id: str) -> UploadRecord:
-        async with s3_errors("GetObject"):
+        async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record_key(upload_id))
             async with response["Body"] as body:
                 raw = await body.read()
@@ -106,11 +106,13 @@ class S3Resumable:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("upload record %s is unreadable: %s", upload_id, exc)
             raise ObjectDamaged("the record of this upload is damaged") from None
-        self._etags[upload_id] = str(response.get("ETag", ""))
+        # The next write is conditional on this tag (If-Match): a replica that
+        # wrote in between makes ours fail instead of being overwritten.
+        record.stored_etag = str(response.get("ETag", "")) or None
         return record
 
     async def save(self, record: UploadRecord) -> None:
-        etag = self._etags.get(record.id)
+        etag = record.stored_etag
         await self._put_record(record, {"IfMatch": etag} if etag else {})
 
     async def _put_record(self, record: UploadRecord, conditions: dict[str, str]) -> None:
@@ -119,7 +121,7 @@ class S3Resumable:
             record.expires = time.time() + self._expire_after
         body = json.dumps(record.to_json()).encode()
         try:
-            async with s3_errors("PutObject"):
+            async with self._store.call("PutObject"):
                 response = await self._client.put_object(
                     Bucket=self._bucket,
                     Key=record_key(record.id),
@@ -129,9 +131,8 @@ class S3Resumable:
                 )
         except PreconditionFailed:
             # Another replica wrote the record since we read it: it owns the upload now.
-            self._etags.pop(record.id, None)
             raise UploadLocked("another request wrote this upload meanwhile; ask HEAD") from None
-        self._etags[record.id] = str(response.get("ETag", ""))
+        record.stored_etag = str(response.get("ETag", "")) or None
 
     async def records(self) -> AsyncIterator[UploadRecord]:
         async for key in self._list(RECORDS_PREFIX):
@@ -146,7 +147,7 @@ class S3Resumable:
     async def _list(self, prefix: str) -> AsyncIterator[str]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
         while True:
-            async with s3_errors("ListObjectsV2"):
+            async with self._store.call("ListObjectsV2"):
                 page = await self._client.list_objects_v2(**params)
             for item in page.get("Contents", []):
                 yield str(item["Key"])
@@ -158,7 +159,7 @@ class S3Resumable:
     async def terminate(self, record: UploadRecord) -> None:
         if record.s3_upload_id is not None:
             try:
-                async with s3_errors("AbortMultipartUpload"):
+                async with self._store.call("AbortMultipartUpload"):
                     await self._client.abort_multipart_upload(
                         Bucket=self._bucket, Key=record.key, UploadId=record.s3_upload_id
                     )
@@ -169,10 +170,9 @@ class S3Resumable:
             if key != record_key(record.id):
                 await self._delete(key)
         await self._delete(record_key(record.id))
-        self._etags.pop(record.id, None)
 
     async def _delete(self, key: str) -> None:
-        async with s3_errors("DeleteObject"):
+        async with self._store.call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
 
     async def live_multipart_ids(self) -> set[str]:
@@ -197,7 +197,7 @@ class S3Resumable:
     async def read_tail(self, record: UploadRecord, into: memoryview) -> int:
         if not record.tail_size or record.tail_key is None:
             return 0
-        async with s3_errors("GetObject"):
+        async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record.tail_key)
             async with response["Body"] as body:
                 data = await body.read()
@@ -210,7 +210,7 @@ class S3Resumable:
 
     async def put_tail(self, record: UploadRecord, data: memoryview) -> str:
         key = tail_key(record.id, record.revision + 1)
-        async with s3_errors("PutObject"):
+        async with self._store.call("PutObject"):
             await self._client.put_object(Bucket=self._bucket, Key=key, Body=bytes(data))
         return key
 
@@ -223,43 +223,78 @@ class S3Resumable:
             log.warning("could not remove %s: %s", key, exc.message)
 
     async def create_multipart(self, record: UploadRecord, content_type: str) -> str:
-        async with s3_errors("CreateMultipartUpload"):
+        async with self._store.call("CreateMultipartUpload"):
             response = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=record.key, ContentType=content_type
             )
         return str(response["UploadId"])
 
     async def upload_part(self, record: UploadRecord, number: int, data: memoryview) -> Part:
-        async with s3_errors("UploadPart"):
-            response = await self._client.upload_part(
-                Bucket=self._bucket,
-                Key=record.key,
-                UploadId=record.s3_upload_id,
-                PartNumber=number,
-                Body=PartBody(data),
-            )
+        try:
+            async with self._store.call("UploadPart"):
+                response = await self._client.upload_part(
+                    Bucket=self._bucket,
+                    Key=record.key,
+                    UploadId=record.s3_upload_id,
+                    PartNumber=number,
+                    Body=PartBody(data),
+                )
+        except (NotFound, UpstreamError):
+            await self._raise_if_taken_over(record)
+            raise
         self._store.count_part()
         return Part(number, str(response["ETag"]), len(data))
 
     async def complete(self, record: UploadRecord) -> str:
-        conditions = {"IfNoneMatch": "*"} if record.create_only else {}
+        """CompleteMultipartUpload; returns the ETag it answered."""
         parts = [{"PartNumber": p.number, "ETag": p.etag} for p in record.parts]
-        async with s3_errors("CompleteMultipartUpload"):
-            response = await self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=record.key,
-                UploadId=record.s3_upload_id,
-                MultipartUpload={"Parts": parts},
-                **conditions,
-            )
-        size = record.parts_size
-        return await self._store.etag_as_read(record.key, str(response["ETag"]), size)
+        try:
+            async with (
+                self._commit(record) as conditions,
+                self._store.call("CompleteMultipartUpload"),
+            ):
+                response = await self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=record.key,
+                    UploadId=record.s3_upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **conditions,
+                )
+        except (NotFound, UpstreamError):
+            await self._raise_if_taken_over(record)
+            raise
+        return str(response["ETag"])
+
+    def _commit(self, record: UploadRecord) -> AbstractAsyncContextManager[dict[str, str]]:
+        """What the last write carries: create-only as a PUT's (a look under the
+        key's lock, then If-None-Match), or nothing."""
+        if record.create_only:
+            return self._store.create_only_commit(record.key)
+        return nullcontext({})
+
+    async def _raise_if_taken_over(self, record: UploadRecord) -> None:
+        """An S3 call on the multipart upload failed: if another request (another
+        replica) wrote the record meanwhile, it finished or ended the upload (moto
+        answers 500, AWS 404 to a part for a completed upload): that is a 409."""
+        try:
+            async with self._store.call("HeadObject"):
+                head = await self._client.head_object(
+                    Bucket=self._bucket, Key=record_key(record.id)
+                )
+        except NotFound:
+            raise OffsetMismatch("another request ended this upload") from None
+        if str(head.get("ETag", "")) != record.stored_etag:
+            raise OffsetMismatch("another request moved this upload on; ask HEAD") from None
+
+    async def record_digest(self, record: UploadRecord, completed: str, sha256: str) -> str:
+        """The SHA-256 record beside the object (S3 fixed its metadata at Create);
+        returns the ETag HEAD and GET show."""
+        return await self._store.record_completed(record.key, completed, record.parts_size, sha256)
 
     async def put_whole(
         self, record: UploadRecord, data: memoryview, content_type: str, sha256: str
     ) -> str:
-        conditions = {"IfNoneMatch": "*"} if record.create_only else {}
-        async with s3_errors("PutObject"):
+        async with self._commit(record) as conditions, self._store.call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=record.key,
@@ -305,8 +340,14 @@ class _Append:
         self._hash = resume_hash(record)
         if self._hash is None:
             record.sha256_lost = True
-        # Parts in flight, in order, each with the hash state at its end.
-        self._inflight: deque[tuple[asyncio.Task[Part], str | None]] = deque()
+        # Parts in flight, in order, each with the hash state at its end; the lander
+        # saves each in the record as soon as it and all before it are stored, while
+        # the body goes on arriving.
+        # None instead of a task marks the end of the body.
+        self._inflight: deque[tuple[asyncio.Task[Part] | None, str | None]] = deque()
+        self._slots = asyncio.Semaphore(s3.concurrency)
+        self._arrived = asyncio.Event()
+        self._lander: asyncio.Task[None] | None = None
         self._old_tails: list[str] = []
 
     async def run(self) -> StoredObject | None:
@@ -319,13 +360,15 @@ class _Append:
             tail_bytes, hashed = filled, filled
             while True:
                 filled += await self._source.readinto(buffer[filled:])
+                if filled and number > MAX_PARTS:  # past the plan's capacity
+                    raise TooLarge(f"one upload holds at most {self._plan.capacity()} bytes")
                 if filled < len(buffer):
                     break
                 await self._feed_hash(buffer[hashed:filled])
                 part, buffer = buffer, None  # the part's task gives it back once sent
                 await self._send_part(number, part)
                 number += 1
-                buffer = await self._buffers.take(self._plan.size_of(number))
+                buffer = await self._buffers.take(self._plan.size_of(min(number, MAX_PARTS)))
                 filled = hashed = tail_bytes = 0
             await self._feed_hash(buffer[hashed:filled])
             await self._land_all()
@@ -352,10 +395,14 @@ class _Append:
             record.content_type = content_type
             record.s3_upload_id = await self._s3.create_multipart(record, content_type)
             await self._s3.save(record)  # so an abort can always find it
-        while len(self._inflight) >= self._s3.concurrency:
-            await self._land_oldest()
+        if self._lander is None:
+            self._lander = asyncio.ensure_future(self._land_in_order())
+        elif self._lander.done():
+            await self._lander  # it failed: raise that
+        await self._slots.acquire()
         task = asyncio.ensure_future(self._upload(number, buffer))
         self._inflight.append((task, self._hash_state()))
+        self._arrived.set()
 
     async def _upload(self, number: int, buffer: memoryview) -> Part:
         try:
@@ -363,10 +410,22 @@ class _Append:
         finally:
             self._buffers.give_back(buffer)
 
-    async def _land_oldest(self) -> None:
-        task, state = self._inflight[0]
-        part = await task
-        self._inflight.popleft()
+    async def _land_in_order(self) -> None:
+        while True:
+            while not self._inflight:
+                self._arrived.clear()
+                await self._arrived.wait()
+            task, state = self._inflight[0]
+            if task is None:
+                return
+            part = await task
+            self._inflight.popleft()
+            self._slots.release()
+            self._land(part, state)
+            if not self._verified_at_end:
+                await self._s3.save(self._record)  # the offset now promises this part
+
+    def _land(self, part: Part, state: str | None) -> None:
         record = self._record
         record.parts.append(part)
         if record.tail_key is not None:
@@ -374,17 +433,22 @@ class _Append:
         record.tail_key, record.tail_size = None, 0
         record.offset = record.parts_size
         record.sha256_state = state
-        if not self._verified_at_end:
-            await self._s3.save(record)  # the offset now promises this part
 
     async def _land_all(self) -> None:
-        while self._inflight:
-            await self._land_oldest()
+        if self._lander is None:
+            return
+        self._inflight.append((None, None))
+        self._arrived.set()
+        await self._lander
+        self._inflight.clear()
 
     async def _cancel_inflight(self) -> None:
-        for task, _ in self._inflight:
+        tasks: list[asyncio.Future[Any]] = [t for t, _ in self._inflight if t is not None]
+        if self._lander is not None:
+            tasks.append(self._lander)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*(task for task, _ in self._inflight), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._inflight.clear()
 
     async def _settle(self, number: int, rest: memoryview, grew: bool) -> StoredObject | None:
@@ -428,12 +492,13 @@ class _Append:
             content_type = record.content_type or content_type_for(record, rest)
             if len(rest):
                 record.parts.append(await self._s3.upload_part(record, number, rest))
-            etag = await self._s3.complete(record)
+            completed = await self._s3.complete(record)
             sha256 = (
                 self._hash.hexdigest()
                 if self._hash is not None
                 else await self._s3.sha256_of_object(record.key)
             )
+            etag = await self._s3.record_digest(record, completed, sha256)
         stored = StoredObject(record.key, record.length or 0, etag, content_type, sha256)
         await self._s3.stored(stored)
         if record.tail_key is not None:

@@ -49,9 +49,13 @@ class UploadRecord:
     etag: str | None = None  # the object's, once completed
     revision: int = 0  # bumped at every save
     format: int = RECORD_FORMAT
+    # Not stored: the backend's tag of the record as this request read or wrote it,
+    # which the next write is conditional on (If-Match on S3).
+    stored_etag: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        del data["stored_etag"]
         data["parts"] = [[p.number, p.etag, p.size] for p in self.parts]
         return data
 
@@ -59,7 +63,8 @@ class UploadRecord:
     def from_json(cls, data: dict[str, Any]) -> UploadRecord:
         if data.get("format") != RECORD_FORMAT:
             raise ValueError(f"unknown upload record format {data.get('format')!r}")
-        values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        names = {f.name for f in dataclasses.fields(cls)} - {"stored_etag"}
+        values = {name: data[name] for name in names if name in data}
         values["parts"] = [Part(int(n), str(e), int(s)) for n, e, s in data.get("parts", [])]
         return cls(**values)
 

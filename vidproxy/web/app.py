@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 
 from aiohttp import web
 
 from ..auth import Authorizer
-from ..cache import open_caching_store
+from ..cache import Clock, SystemClock, open_caching_store
 from ..config import Config
 from ..storage.base import ResumableStore, Store, StoredObject
 from ..storage.fs import FsStore, open_fs_store
@@ -33,7 +34,9 @@ from .middlewares import auth_middleware, in_flight_middleware, metrics_middlewa
 KEY = r"{key:[\s\S]*}"
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    """The app for ``config``; ``clock`` times the cache's idle expiry and
+    revalidation (the system's by default: tests pass one they move themselves)."""
     # Metrics see the final answer; errors from the inner middlewares become JSON;
     # CORS preflights are answered before access control (browsers send no token).
     app = web.Application(
@@ -52,9 +55,9 @@ def create_app(config: Config) -> web.Application:
     app[IN_FLIGHT] = InFlight()
     app[TUS_LOCKS] = UploadLocks()
     app.on_response_prepare.append(add_cors_headers)
-    app.cleanup_ctx.append(_store_context)
-    app.cleanup_ctx.append(_expiry_sweep)
     app.on_response_prepare.append(tus.add_tus_headers)
+    app.cleanup_ctx.append(partial(_store_context, clock=clock or SystemClock()))
+    app.cleanup_ctx.append(_expiry_sweep)
     _add_routes(app)
     return app
 
@@ -65,7 +68,7 @@ def _open_store(config: Config) -> AbstractAsyncContextManager[Store]:
     return open_fs_store(config.fs.dir)
 
 
-async def _store_context(app: web.Application) -> AsyncIterator[None]:
+async def _store_context(app: web.Application, clock: Clock) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with AsyncExitStack() as stack:
         store: Store = await stack.enter_async_context(_open_store(config))
@@ -75,7 +78,7 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         if config.backend == "s3" and config.cache.enabled:
             origin = f"{config.s3.endpoint_url or 'aws'} {config.s3.bucket}"
             cached = await stack.enter_async_context(
-                open_caching_store(store, config.cache, origin)
+                open_caching_store(store, config.cache, origin, clock)
             )
             store, cache_figures, invalidate = cached, cached.figures, cached.invalidate
         app[METRICS].watch_store(store.stats, cache_figures)

@@ -22,6 +22,7 @@ PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico", "/tus.min.js"}
 )
 SIGN_PATH = "/sign"
+TUS_CREATION_PATH = "/uploads"
 
 
 def authorize(request: web.Request) -> None:
@@ -30,8 +31,15 @@ def authorize(request: web.Request) -> None:
     if request.path == SIGN_PATH:
         _check_signer(request)
         return
+    access = access_for(request.method)
+    upload_id = request.match_info.get("upload_id")
+    if upload_id is not None:
+        request.app[AUTH].check_upload(request, access, upload_id)
+        return
     key = request.match_info.get("key")
-    request.app[AUTH].check(request, access_for(request.method), key)
+    if request.path == TUS_CREATION_PATH and request.method == "POST":
+        key = request.query.get("key")  # a signed tus creation URL names its key
+    request.app[AUTH].check(request, access, key)
 
 
 def _check_signer(request: web.Request) -> None:

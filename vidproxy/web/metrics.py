@@ -126,6 +126,13 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily(
             "vidproxy_multipart_parts", "Multipart parts uploaded", value=stats.parts_sent
         )
+        if stats.create_only_enforced is not None:
+            yield GaugeMetricFamily(
+                "vidproxy_s3_create_only_enforced",
+                "1 if S3 itself refuses a second If-None-Match: * write of a key "
+                "(PutObject and CompleteMultipartUpload), 0 if it lets both through",
+                int(stats.create_only_enforced),
+            )
         if self.cache_figures is not None:
             yield from _cache_metrics(self.cache_figures())
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ...errors import (
+    Forbidden,
     InvalidUploadHeader,
     MethodNotAllowed,
     NotFound,
@@ -40,7 +41,7 @@ from ...uploads.headers import (
     parse_uint,
 )
 from ...uploads.record import UploadRecord, check_patch, declare_length, room_left
-from ..appkeys import CONFIG, METRICS, RESUMABLE, STORE, TUS_LOCKS, UPLOADS
+from ..appkeys import AUTH, CONFIG, METRICS, RESUMABLE, STORE, TUS_LOCKS, UPLOADS
 from ..body import MinRate, PatchBody
 from ..errors import error_response
 from ..guards import upload_expect_handler
@@ -91,7 +92,7 @@ async def create(request: web.Request) -> web.Response:
     resumable = request.app[RESUMABLE]
     await resumable.create(record)
     request.app[METRICS].tus_event("created")
-    headers = {"Location": f"{UPLOADS_PATH}/{record.id}", **_key_header(record.key)}
+    headers = {"Location": _location(request, record), **_key_header(record.key)}
     stored = None
     if record.length == 0:
         stored = await resumable.finish_empty(record)
@@ -109,7 +110,9 @@ async def _new_record(request: web.Request) -> UploadRecord:
         raise TooLarge(f"the upload is larger than the {limit}-byte limit")
     metadata = parse_metadata(request.headers.get("Upload-Metadata"))
     upload_id = new_key()
-    key = validate_key(metadata.get("key") or upload_id)
+    key = validate_key(metadata.get("key") or _signed_key(request) or upload_id)
+    if _signed_key(request) not in (None, key):
+        raise Forbidden("the signed URL grants another key than Upload-Metadata names")
     content_type = metadata.get("filetype") or metadata.get("contentType")
     create_only = "create_only" in metadata and parse_flag(metadata["create_only"])
     if create_only and await _exists(request, key):
@@ -124,6 +127,23 @@ async def _new_record(request: web.Request) -> UploadRecord:
         expires=time.time() + request.app[CONFIG].uploads.expire_after,
         plan_size=length,
     )
+
+
+def _signed_key(request: web.Request) -> str | None:
+    """The key a signed creation URL (POST /sign, method POST) was made for."""
+    return request.query.get("key") if "sig" in request.query else None
+
+
+def _location(request: web.Request, record: UploadRecord) -> str:
+    """The upload's URL; made with a signed URL, it carries a signature of its own
+    for this upload's HEAD, PATCH and DELETE, valid as long as the creation URL
+    was plus ``uploads.expire_after``."""
+    location = f"{UPLOADS_PATH}/{record.id}"
+    expires = request.query.get("expires", "")
+    if "sig" not in request.query or not expires.isdigit():
+        return location
+    lifetime = int(expires) + int(request.app[CONFIG].uploads.expire_after)
+    return f"{location}?{request.app[AUTH].upload_query(record.id, lifetime)}"
 
 
 def _declared_length(request: web.Request) -> int | None:
@@ -221,6 +241,7 @@ async def delete(request: web.Request) -> web.Response:
 async def override(request: web.Request) -> web.StreamResponse:
     """POST /uploads/{id} with X-HTTP-Method-Override (for clients and proxies
     that cannot send PATCH or DELETE)."""
+    check_version(request.headers.get("Tus-Resumable"))
     method = _method(request)
     handlers = {"PATCH": patch, "DELETE": delete, "HEAD": head}
     if method not in handlers:

@@ -1,0 +1,18 @@
+"""S3 as boto3 sees it: what a test checks vidproxy left in the bucket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def pending_uploads(s3: Any, bucket: str) -> list[str]:
+    """The keys of the bucket's unfinished multipart uploads."""
+    return [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def object_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None if there is none under ``key``."""
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
