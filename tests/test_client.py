@@ -412,6 +412,21 @@ async def test_a_base_path_is_kept_as_a_prefix(
     assert direct.out == original.read_bytes()
 
 
+async def test_a_server_without_tus_gets_a_plain_put(
+    base_url: str, tmp_path: Path, aiohttp_client: Callable[..., Any], cache_home: Path
+) -> None:
+    proxy = await aiohttp_client(TestServer(prefix_proxy(base_url, "", without_tus=True)))
+    original = random_file(tmp_path / "old.mp4", MiB + 5)
+
+    up = await run_process(str(proxy.make_url("")), "upload", str(original), "--key", "o.mp4")
+    assert (up.code, up.lines, up.err) == (0, ["o.mp4"], "")
+    down = await run_process(base_url, "download", "o.mp4", "-o", "-")
+    assert down.out == original.read_bytes()
+    assert not (cache_home / "vidproxy" / "uploads").exists() or not any(
+        (cache_home / "vidproxy" / "uploads").iterdir()
+    )
+
+
 async def test_upload_of_a_directory_needs_r_and_keys_its_files_by_path(
     base_url: str, tmp_path: Path
 ) -> None:
@@ -727,13 +742,20 @@ def cutting_proxy(upstream: str, cut_after: int, hang_up: asyncio.Event) -> web.
 
 
 SESSION = web.AppKey("session", ClientSession)
+
+
+async def no_uploads(request: web.Request) -> web.Response:
+    return web.json_response({"error": "not_found", "message": "no such route"}, status=404)
+
+
 TUS_ASKED = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset")
 TUS_ANSWERED = ("Tus-Resumable", "Location", "Upload-Offset", "Upload-Length", "X-Video-Key")
 
 
-def prefix_proxy(upstream: str, prefix: str) -> web.Application:
+def prefix_proxy(upstream: str, prefix: str, without_tus: bool = False) -> web.Application:
     """A reverse proxy that serves ``upstream`` under ``prefix`` (``/vp/videos/x``
-    goes on as ``/videos/x``), bodies streamed both ways."""
+    goes on as ``/videos/x``), bodies streamed both ways; ``without_tus``: 404
+    for ``/uploads``, as a vidproxy from before tus answers."""
     passed = ("Content-Type", "Content-Length", "Range", "If-Range", "Authorization", *TUS_ASKED)
     kept = ("Content-Type", "Content-Length", "Content-Range", "ETag", "X-Content-SHA256")
     kept += TUS_ANSWERED
@@ -764,5 +786,7 @@ def prefix_proxy(upstream: str, prefix: str) -> web.Application:
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
+    if without_tus:
+        app.router.add_route("*", prefix + "/uploads", no_uploads)
     app.router.add_route("*", prefix + "/{tail:.*}", forward)
     return app
