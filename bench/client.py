@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,42 @@ def upload(
         size, body, _ = _read_body(sock, rest, _content_length(reply_headers, method, status))
     elapsed = time.perf_counter() - start
     return Reply(status, reply_headers, size, elapsed, elapsed, body)
+
+
+def send_then_reset(
+    port: int,
+    path: str,
+    pieces: Iterable[memoryview],
+    length: int,
+    cut_after: int,
+    headers: Mapping[str, str] | None = None,
+    method: str = "PATCH",
+) -> int:
+    """Send the head and the first ``cut_after`` of ``length`` body bytes, then
+    break the connection (RST, as a dropped network does); bytes sent, head
+    included."""
+    head = _head(method, path, {**(headers or {}), "Content-Length": str(length)})
+    sent = len(head)
+    sock = _connect(port)
+    try:
+        sock.sendall(head)
+        left = cut_after
+        for piece in pieces:
+            if left <= 0:
+                break
+            view = piece[:left]
+            sock.sendall(view)
+            sent += len(view)
+            left -= len(view)
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    return sent
+
+
+def head_bytes(method: str, path: str, headers: Mapping[str, str]) -> int:
+    """How long the head of that request is on the wire."""
+    return len(_head(method, path, headers))
 
 
 def _connect(port: int) -> socket.socket:

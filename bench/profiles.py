@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from . import downloads, uploads, wrk
+from . import downloads, tus, uploads, wrk
 from .downloads import range_start, wait_cached
+from .figures import resume_cut
 from .plan import CLIENTS
 from .services import Vidproxy
 from .stages import BIG_KEY, CONC_KEY, Run, ensure_cached
@@ -71,6 +72,17 @@ def _cold_count(run: Run, vp: Vidproxy) -> None:
     )
 
 
+def _tus_upload(run: Run, vp: Vidproxy) -> None:
+    tus.upload(vp, run.pattern, "profile.bin", run.sizes.throughput)
+    uploads.verify_stored(run.env, run.pattern, "profile.bin", run.sizes.throughput)
+
+
+def _tus_resume(run: Run, vp: Vidproxy) -> None:
+    size = run.sizes.throughput
+    tus.cut_then_resume(vp, run.pattern, "profile.bin", size, resume_cut(size))
+    uploads.verify_stored(run.env, run.pattern, "profile.bin", size)
+
+
 # figure id -> (profile name, which vidproxy, what it runs)
 PROFILES: dict[str, tuple[str, str, Callable[[Run, Vidproxy], None]]] = {
     "upload_cl": ("upload-content-length", "direct", _upload(chunked=False)),
@@ -86,6 +98,9 @@ PROFILES: dict[str, tuple[str, str, Callable[[Run, Vidproxy], None]]] = {
     "warm_get_tput": ("warm-get", "direct", _warm_get),
     "warm_ranges": ("warm-ranges", "direct", _warm_ranges),
     "cold_get_count": ("concurrent-cold-gets", "counted", _cold_count),
+    "tus_upload": ("tus-upload", "direct", _tus_upload),
+    "tus_rss": ("tus-upload", "direct", _tus_upload),
+    "tus_resume_sent": ("tus-resume", "direct", _tus_resume),
 }
 
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import downloads, records, uploads, wrk
+from . import downloads, records, tus, uploads, wrk
 from .data import Pattern
 from .downloads import Timing, check, range_start, wait_cached
-from .figures import Figure
+from .figures import Figure, resume_cut, resume_limit_bytes
 from .plan import CLIENTS, CONCURRENT_RSS_LIMIT, Sizes
 from .services import BUCKET, Env
 from .units import MiB, mib
@@ -290,6 +290,38 @@ def cold_count_stage(run: Run, index: int) -> None:
     run.fig("cold_get_count").add(float(count), 1.0)
 
 
+def tus_stage(run: Run, index: int) -> None:
+    """A tus upload in 64 MiB PATCHes against a PUT of the same bytes, each on a
+    freshly started vidproxy (so its peak RSS is that upload's); then a tus
+    upload cut at 90 % and resumed, counting the bytes the resume sends."""
+    env, pattern, size = run.env, run.pattern, run.sizes.throughput
+
+    def step(kind: str) -> Callable[[], tuple[float, float]]:
+        def go() -> tuple[float, float]:
+            key = f"tus-{kind}-{index}.bin"
+            env.direct.restart()
+            if kind == "put":
+                seconds = uploads.vidproxy_upload(env.direct, pattern, key, size, chunked=False)
+            else:
+                seconds = tus.upload(env.direct, pattern, key, size)
+            peak = mib(env.direct.peak_rss())
+            uploads.verify_stored(env, pattern, key, size)
+            return seconds, peak
+
+        return go
+
+    got = in_turn(index, [(kind, step(kind)) for kind in ("put", "tus")])
+    run.fig("tus_upload").add(rate(size, got["tus"][0]), rate(size, got["put"][0]))
+    run.fig("tus_rss").add(got["tus"][1], got["put"][1])
+    os.sync()
+    key, cut = f"tus-resume-{index}.bin", resume_cut(size)
+    resumed = tus.cut_then_resume(env.direct, pattern, key, size, cut)
+    uploads.verify_stored(env, pattern, key, size)
+    run.fig("tus_resume_sent").add(mib(resumed.sent), mib(resume_limit_bytes(size)))
+    run.extra(f"tus resume after a cut at {run.sizes.label(cut)}: offset resumed at, MiB",
+              mib(resumed.offset))  # fmt: skip
+
+
 STAGES: dict[str, Callable[[Run, int], None]] = {
     "uploads": uploads_stage,
     "memory": memory_stage,
@@ -300,4 +332,5 @@ STAGES: dict[str, Callable[[Run, int], None]] = {
     "warm-get": warm_get_stage,
     "warm-ranges": warm_ranges_stage,
     "cold-count": cold_count_stage,
+    "tus": tus_stage,
 }

@@ -28,7 +28,9 @@ from yarl import URL
 from vidproxy.client import build_parser
 from vidproxy.client.commands import Streams, run_client_async
 from vidproxy.client.progress import Progress, render
+from vidproxy.client.resume import UploadIdentity, save_upload_url
 from vidproxy.client.transfer import etag_path
+from vidproxy.client.tus import TUS_VERSION, encode_metadata, resolve_location
 from vidproxy.config import Config
 
 MiB = 1024 * 1024
@@ -72,6 +74,15 @@ def cli(base_url: str) -> Cli:
         return Run(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The client's XDG_CACHE_HOME (where an upload's resume state goes), for this
+    test alone; client processes inherit it."""
+    path = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    return path
 
 
 def has_etag_beside(path: Path) -> bool:
@@ -401,6 +412,21 @@ async def test_a_base_path_is_kept_as_a_prefix(
     assert direct.out == original.read_bytes()
 
 
+async def test_a_server_without_tus_gets_a_plain_put(
+    base_url: str, tmp_path: Path, aiohttp_client: Callable[..., Any], cache_home: Path
+) -> None:
+    proxy = await aiohttp_client(TestServer(prefix_proxy(base_url, "", without_tus=True)))
+    original = random_file(tmp_path / "old.mp4", MiB + 5)
+
+    up = await run_process(str(proxy.make_url("")), "upload", str(original), "--key", "o.mp4")
+    assert (up.code, up.lines, up.err) == (0, ["o.mp4"], "")
+    down = await run_process(base_url, "download", "o.mp4", "-o", "-")
+    assert down.out == original.read_bytes()
+    assert not (cache_home / "vidproxy" / "uploads").exists() or not any(
+        (cache_home / "vidproxy" / "uploads").iterdir()
+    )
+
+
 async def test_upload_of_a_directory_needs_r_and_keys_its_files_by_path(
     base_url: str, tmp_path: Path
 ) -> None:
@@ -572,6 +598,82 @@ async def test_resumed_at_is_said_before_the_bar(
     assert out.read_bytes() == original.read_bytes()
 
 
+async def begin_tus_upload(server: TestClient[Any, Any], data: bytes, key: str, stored: int) -> str:
+    """A tus upload of ``data`` to ``key`` with its first ``stored`` bytes sent,
+    as a cut-off run of ``vidproxy upload`` leaves it; its URL."""
+    tus = {"Tus-Resumable": TUS_VERSION}
+    size = len(data)
+    metadata = encode_metadata({"key": key})
+    created = await server.post(
+        "/uploads", headers={**tus, "Upload-Length": str(size), "Upload-Metadata": metadata}
+    )
+    assert created.status == 201
+    location = created.headers["Location"]
+    patch_headers = {**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+    patched = await server.patch(location, headers=patch_headers, data=data[:stored])
+    assert (patched.status, patched.headers["Upload-Offset"]) == (204, str(stored))
+    return str(server.make_url(location))
+
+
+async def test_an_upload_begun_earlier_resumes_and_says_so_before_the_bar(
+    tmp_path: Path, server: TestClient[Any, Any], base_url: str, cache_home: Path
+) -> None:
+    original = random_file(tmp_path / "v.bin", 3 * MiB)
+    url = await begin_tus_upload(server, original.read_bytes(), "v.bin", MiB)
+    identity = UploadIdentity.of(str(original), base_url, "v.bin", None)
+    save_upload_url(identity, url)
+
+    async with in_terminal("upload", str(original), "--key", "v.bin", "--url", base_url) as term:
+        assert await term.finish() == 0
+    text = term.text
+    assert f"{original}: resumed at {MiB} bytes" in text
+    assert text.index("resumed at") < text.index("%")  # the bar's first drawing
+    assert "3.1/3.1 MB" in text.rstrip().rsplit("\r", 1)[-1]  # the final bar: all of it
+    assert (await (await server.get("/videos/v.bin")).read()) == original.read_bytes()
+    assert list((cache_home / "vidproxy" / "uploads").iterdir()) == []  # forgotten when done
+
+
+async def test_an_upload_the_server_no_longer_has_starts_over(
+    cli: Cli, tmp_path: Path, server: TestClient[Any, Any], base_url: str
+) -> None:
+    original = random_file(tmp_path / "v.bin", 2 * MiB)
+    identity = UploadIdentity.of(str(original), base_url, "v.bin", None)
+    save_upload_url(identity, base_url + "/uploads/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+    up = await cli("upload", str(original), "--key", "v.bin")
+    assert (up.code, up.lines) == (0, ["v.bin"])
+    assert up.err == f"{original}: the earlier upload is gone; started over\n"
+    assert (await (await server.get("/videos/v.bin")).read()) == original.read_bytes()
+
+
+async def test_an_empty_file_is_uploaded(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    up = await cli("upload", str(empty), "--key", "e.mp4")
+    assert (up.code, up.lines, up.err) == (0, ["e.mp4"], "")
+    down = await cli("download", "e.mp4", "-o", "-")
+    assert (down.code, down.out) == (0, b"")
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "expected"),
+    [
+        ("http://h:1", "/uploads/A", "http://h:1/uploads/A"),
+        ("http://h:1/vp", "/uploads/A", "http://h:1/vp/uploads/A"),
+        ("http://h:1/vp", "/vp/uploads/A", "http://h:1/vp/uploads/A"),
+        ("http://h:1/vp", "A", "http://h:1/vp/A"),  # RFC 3986 §5.2
+        ("http://h:1/vp", "http://other:2/uploads/A", "http://other:2/uploads/A"),
+    ],
+)
+def test_an_uploads_location_is_resolved_against_the_post(
+    base: str, location: str, expected: str
+) -> None:
+    # Relative to the POST's URL (tus 1.0); --url's path prefix kept for a
+    # vidproxy behind a reverse proxy, which answers /uploads/ID.
+    post = URL(base + "/uploads")
+    assert str(resolve_location(URL(base), post, location)) == expected
+
+
 # ---- the progress bar ------------------------------------------------------------
 
 
@@ -642,11 +744,21 @@ def cutting_proxy(upstream: str, cut_after: int, hang_up: asyncio.Event) -> web.
 SESSION = web.AppKey("session", ClientSession)
 
 
-def prefix_proxy(upstream: str, prefix: str) -> web.Application:
+async def no_uploads(request: web.Request) -> web.Response:
+    return web.json_response({"error": "not_found", "message": "no such route"}, status=404)
+
+
+TUS_ASKED = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset")
+TUS_ANSWERED = ("Tus-Resumable", "Location", "Upload-Offset", "Upload-Length", "X-Video-Key")
+
+
+def prefix_proxy(upstream: str, prefix: str, without_tus: bool = False) -> web.Application:
     """A reverse proxy that serves ``upstream`` under ``prefix`` (``/vp/videos/x``
-    goes on as ``/videos/x``), bodies streamed both ways."""
-    passed = ("Content-Type", "Content-Length", "Range", "If-Range", "Authorization")
+    goes on as ``/videos/x``), bodies streamed both ways; ``without_tus``: 404
+    for ``/uploads``, as a vidproxy from before tus answers."""
+    passed = ("Content-Type", "Content-Length", "Range", "If-Range", "Authorization", *TUS_ASKED)
     kept = ("Content-Type", "Content-Length", "Content-Range", "ETag", "X-Content-SHA256")
+    kept += TUS_ANSWERED
 
     async def forward(request: web.Request) -> web.StreamResponse:
         headers = {h: request.headers[h] for h in passed if h in request.headers}
@@ -674,5 +786,7 @@ def prefix_proxy(upstream: str, prefix: str) -> web.Application:
 
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
+    if without_tus:
+        app.router.add_route("*", prefix + "/uploads", no_uploads)
     app.router.add_route("*", prefix + "/{tail:.*}", forward)
     return app

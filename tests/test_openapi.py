@@ -223,6 +223,9 @@ async def service_answers(probe: Probe, client: Client) -> None:
     )
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/favicon.ico"):
         await probe.send(client, "GET", path, expect=200)
+    script = await probe.send(client, "GET", "/tus.min.js", expect=200)
+    tag = {"If-None-Match": script.headers["ETag"]}
+    await probe.send(client, "GET", "/tus.min.js", headers=tag, expect=304)
     await probe.send(
         client, "POST", "/sign", json={"key": KEY}, expect=400, code="signing_disabled"
     )

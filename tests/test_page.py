@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,19 @@ async def test_the_page_allows_only_its_own_script_and_style(site: TestClient[An
         directive.strip().split(" ", 1)
         for directive in response.headers["Content-Security-Policy"].split(";")
     )
-    # The hashes of exactly the script and style the page holds, computed here.
+    # The hashes of exactly the script and style the page holds, computed here,
+    # and of the one script it loads (tus-js-client), as served.
+    inline = {}
     for tag in ("script", "style"):
         body = re.search(rb"<%b>(.*?)</%b>" % (tag.encode(), tag.encode()), page_text, re.DOTALL)
         assert body is not None
-        digest = base64.b64encode(hashlib.sha256(body[1]).digest()).decode()
-        assert policy[f"{tag}-src"] == f"'sha256-{digest}'"
+        inline[tag] = f"'sha256-{base64.b64encode(hashlib.sha256(body[1]).digest()).decode()}'"
+    tus_js = await (await site.get("/tus.min.js")).read()
+    loaded = f"sha384-{base64.b64encode(hashlib.sha384(tus_js).digest()).decode()}"
+    assert f'<script src="tus.min.js" integrity="{loaded}"></script>'.encode() in page_text
+    assert len(re.findall(rb"<script", page_text)) == 2
+    assert policy["script-src"] == f"{inline['script']} '{loaded}'"
+    assert policy["style-src"] == inline["style"]
     assert policy == {
         "default-src": "'none'",
         "script-src": policy["script-src"],
@@ -375,6 +383,24 @@ async def test_a_video_link_opened_in_its_own_tab_plays(
         assert blocked == []
     finally:
         await context.close()
+
+
+async def test_the_tus_client_is_served_to_anyone_as_vendored(
+    guarded_site: TestClient[Any, Any],
+) -> None:
+    response = await guarded_site.get("/tus.min.js")
+    assert response.status == 200
+    assert response.content_type == "text/javascript"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    vendored = resources.files("vidproxy.web").joinpath("static/tus.min.js").read_bytes()
+    assert await response.read() == vendored
+    notice = resources.files("vidproxy.web").joinpath("static/tus.min.js.LICENSE").read_text()
+    for bundled in ("tus-js-client (MIT)", "js-base64 (BSD-3-Clause)", "url-parse (MIT)"):
+        assert bundled in notice
+    again = await guarded_site.get(
+        "/tus.min.js", headers={"If-None-Match": response.headers["ETag"]}
+    )
+    assert again.status == 304
 
 
 async def test_the_icon_is_served_to_anyone(guarded_site: TestClient[Any, Any]) -> None:

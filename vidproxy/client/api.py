@@ -53,19 +53,27 @@ class Api:
         self._base = base_url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
+    @property
+    def base(self) -> URL:
+        return self._base
+
+    def url(self, path: str) -> URL:
+        return URL(str(self._base) + path, encoded=True)
+
     @asynccontextmanager
     async def request(
         self,
         method: str,
-        path: str,
+        path: str | URL,
         *,
         ok: Collection[int] = (200,),
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request whose status must be in ``ok``; errors while the body is
-        read inside the ``async with`` are mapped too."""
-        url = URL(str(self._base) + path, encoded=True)
+        read inside the ``async with`` are mapped too. ``path`` goes after the
+        base URL; a ``URL`` (an upload's ``Location``, resolved) is taken as is."""
+        url = path if isinstance(path, URL) else self.url(path)
         try:
             async with self._session.request(
                 method, url, headers={**self._headers, **(headers or {})}, **kwargs

@@ -16,7 +16,9 @@ from typing import Any, BinaryIO, TextIO
 from .api import Api, key_path, open_api
 from .errors import ClientError, OutputClosed, ServerError, UsageError
 from .progress import Progress
+from .resume import UploadIdentity
 from .transfer import download_to_file, download_to_stream, local, upload
+from .tus import NoTusServer, tus_upload
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "VIDPROXY_URL"
@@ -88,16 +90,29 @@ async def upload_command(api: Api, args: argparse.Namespace, io: Streams) -> Non
         if name == STDIO:
             stored = await upload(api, io.stdin, None, key, args.content_type, _bar(io, "stdin"))
         else:
-            source, size = await local(name, _open_input, name)
-            try:
-                bar = _bar(io, name, size)
-                stored = await upload(api, source, size, key, args.content_type, bar)
-            finally:
-                source.close()
+            assert key is not None  # a file's key is always known: --key, or prefix + name
+            stored = {"key": await _upload_file(api, name, key, args.content_type, io)}
         try:
             io.line(stored["key"])
         except OutputClosed:
             io.discard_output()  # the keys are a report: the uploads go on, unprinted
+
+
+async def _upload_file(api: Api, name: str, key: str, content_type: str | None, io: Streams) -> str:
+    """Over tus, resuming what an earlier run of the same command began; a plain
+    PUT for an empty file (nothing to resume) or a server without ``/uploads``."""
+    identity = await local(name, UploadIdentity.of, name, str(api.base), key, content_type)
+    if identity.size > 0:
+        try:
+            return await tus_upload(api, name, identity, _bar(io, name, identity.size), io.note)
+        except NoTusServer:
+            pass
+    source, size = await local(name, _open_input, name)
+    try:
+        stored = await upload(api, source, size, key, content_type, _bar(io, name, size))
+    finally:
+        source.close()
+    return str(stored["key"])
 
 
 def _open_input(name: str) -> tuple[BinaryIO, int]:

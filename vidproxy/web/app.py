@@ -124,6 +124,7 @@ def _add_routes(app: web.Application) -> None:
     upload = {"expect_handler": upload_expect_handler}
     router.add_get("/", page.index)
     router.add_get("/favicon.ico", page.favicon)
+    router.add_get("/tus.min.js", page.tus_script)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     router.add_get("/metrics", metrics.metrics)

@@ -18,7 +18,9 @@ from .appkeys import AUTH, CONFIG, UPLOADS
 from .errors import error_response
 
 # Routes anyone may call: probes, metrics, the page, its icon and the API description.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico", "/tus.min.js"}
+)
 SIGN_PATH = "/sign"
 TUS_CREATION_PATH = "/uploads"
 
