@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SEND_SLICE = 256 * KiB
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
+Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]  # digests.py's
 UPLOAD_ABORTED = (
     "the storage backend no longer has this upload (aborted by another process, "
     "e.g. a stale-upload sweep); nothing was stored, send it again"
