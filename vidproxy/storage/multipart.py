@@ -1,8 +1,11 @@
 """An S3 multipart upload as an async context manager: completed by the caller,
 aborted on any exception (``CancelledError`` included), so a failed upload
 leaves no object and no orphaned parts. While it runs, its upload id is in the
-store's ``live`` set, which the stale-upload sweeper leaves alone; if S3 drops
-it anyway (another replica's sweep), the client is told so (``UploadAborted``)."""
+store's ``live_uploads``, which the stale-upload sweeper leaves alone; if S3 drops
+it anyway (another replica's sweep), the client is told so (``UploadAborted``).
+
+The upload makes its own S3 calls, on the typed client, for its bucket and key;
+what it needs of the store that runs it is ``UploadOwner``."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import mmap
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -22,6 +25,7 @@ from aiohttp.payload import Payload
 from ..buffers import lazy_buffer
 from ..errors import UploadAborted, UpstreamError, UpstreamUnavailable, VidproxyError
 from ..units import KiB
+from .base import StoreStats
 from .s3api import S3API, WriteConditions
 
 if TYPE_CHECKING:
@@ -37,7 +41,7 @@ log = logging.getLogger(__name__)
 SEND_SLICE = 256 * KiB
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
-Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+Spawner = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]  # digests.py's
 UPLOAD_ABORTED = (
     "the storage backend no longer has this upload (aborted by another process, "
     "e.g. a stale-upload sweep); nothing was stored, send it again"
@@ -117,31 +121,48 @@ class PartBody(Payload):
             await writer.write(data[start : start + SEND_SLICE])
 
 
+class UploadOwner(Protocol):
+    """What a multipart upload needs of the store that runs it (``S3Store``)."""
+
+    # Counters: the upload adds the parts it sent.
+    @property
+    def stats(self) -> StoreStats: ...
+
+    # The ids of this process's uploads in flight, which the sweeper leaves alone.
+    @property
+    def live_uploads(self) -> set[str]: ...
+
+    def call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """What one S3 request runs in: its errors mapped to vidproxy's, a deadline."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` beside requests (an abort); the store's close waits for it."""
+        ...
+
+
 class MultipartUpload:
     def __init__(
         self,
         client: S3API,
         bucket: str,
         key: str,
+        *,
         concurrency: int,
         buffers: PartBuffers,
-        errors: ErrorMapper,
-        spawn: Spawner,
-        live: set[str],
+        owner: UploadOwner,
     ) -> None:
         self._client = client
-        self._live = live
+        self._owner = owner
         self._registered: str | None = None
-        self._spawn = spawn
         self._bucket = bucket
         self._key = key
-        self._errors = errors
+        self._errors = owner.call
         self._slots = asyncio.Semaphore(concurrency)
         self._buffers = buffers
         self._tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
         self._upload_id: str | None = None
         self.size = 0
-        self.on_part_sent: Callable[[], None] = lambda: None
 
     async def start(self, **params: Any) -> None:
         creating = asyncio.ensure_future(self._create(params))
@@ -160,7 +181,7 @@ class MultipartUpload:
                 Bucket=self._bucket, Key=self._key, **params
             )
         self._registered = upload_id = str(response["UploadId"])
-        self._live.add(upload_id)  # before anything else can see it: no sweep takes it
+        self._owner.live_uploads.add(upload_id)  # before anything can see it: no sweep takes it
         return upload_id
 
     async def add_part(self, data: memoryview) -> None:
@@ -183,7 +204,7 @@ class MultipartUpload:
                     # A file to botocore (read, seek, tell, len), if not an IO subclass.
                     Body=cast(IO[bytes], PartBody(data)),
                 )
-            self.on_part_sent()
+            self._owner.stats.parts_sent += 1
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
             self._slots.release()
@@ -252,7 +273,7 @@ class MultipartUpload:
             await self._finish()
         finally:
             if self._registered is not None:
-                self._live.discard(self._registered)
+                self._owner.live_uploads.discard(self._registered)
 
     async def _finish(self) -> None:
         if self._upload_id is None:
@@ -262,7 +283,7 @@ class MultipartUpload:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # Shielded and owned by the store: the abort must reach S3 even when we
         # got here by cancellation, and shutdown waits for it.
-        await asyncio.shield(self._spawn(self._abort(self._upload_id)))
+        await asyncio.shield(self._owner.spawn(self._abort(self._upload_id)))
         self._upload_id = None
 
     async def _abort(self, upload_id: str) -> None:

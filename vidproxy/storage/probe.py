@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from ulid import ULID
 
 from ..errors import PreconditionFailed, VidproxyError
 from ..keys import RESERVED_PREFIX
+from .s3api import S3API, WriteConditions
 
 log = logging.getLogger(__name__)
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
 PROBE_PREFIX = f"{RESERVED_PREFIX}probe/"
-_CREATE_ONLY = {"IfNoneMatch": "*"}
+_CREATE_ONLY: WriteConditions = {"IfNoneMatch": "*"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class CreateOnlyProbe:
         return self.put_refused and self.complete_refused
 
 
-async def probe_create_only(client: Any, bucket: str, errors: ErrorMapper) -> CreateOnlyProbe:
+async def probe_create_only(client: S3API, bucket: str, errors: ErrorMapper) -> CreateOnlyProbe:
     """Write a probe object twice each way with ``If-None-Match: *``; raises the
     mapped error if the backend cannot be asked (the probe is then inconclusive)."""
     key = f"{PROBE_PREFIX}{ULID()}"
@@ -58,7 +58,7 @@ async def probe_create_only(client: Any, bucket: str, errors: ErrorMapper) -> Cr
     return CreateOnlyProbe(put_refused, complete_refused)
 
 
-async def _refused(write: Any) -> bool:
+async def _refused(write: Awaitable[None]) -> bool:
     try:
         await write
     except PreconditionFailed:
@@ -66,12 +66,12 @@ async def _refused(write: Any) -> bool:
     return False
 
 
-async def _put(client: Any, bucket: str, key: str, errors: ErrorMapper) -> None:
+async def _put(client: S3API, bucket: str, key: str, errors: ErrorMapper) -> None:
     async with errors("PutObject"):
         await client.put_object(Bucket=bucket, Key=key, Body=b"probe", **_CREATE_ONLY)
 
 
-async def _complete(client: Any, bucket: str, key: str, errors: ErrorMapper) -> None:
+async def _complete(client: S3API, bucket: str, key: str, errors: ErrorMapper) -> None:
     """A one-part multipart write of ``key`` (one part may be any size)."""
     async with errors("CreateMultipartUpload"):
         created = await client.create_multipart_upload(Bucket=bucket, Key=key)

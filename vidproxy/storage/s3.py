@@ -227,13 +227,13 @@ class S3Store:
         self._multipart_etags = _MultipartEtags.UNKNOWN
         self._creating = KeyLocks()
         # Ids of the multipart uploads this process is sending: the sweeper skips them.
-        self._live_uploads: set[str] = set()
+        self.live_uploads: set[str] = set()
         # Set by the tus store: the multipart uploads of live tus records (any
         # replica's), which the stale-upload sweep keeps too.
         self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
         self._probing = asyncio.Lock()
         self._probe_failed = False
-        self._digests = DigestRecords(client, cfg.bucket, self._call, self.spawn)
+        self._digests = DigestRecords(client, cfg.bucket, self.call, self.spawn)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -241,8 +241,8 @@ class S3Store:
         events.register("after-call-error.s3", self._count_failure)
         events.register("before-send.s3", drop_expect_continue)
 
-    def _call(self, operation: str) -> AbstractAsyncContextManager[None]:
-        """The error mapping and deadline of one S3 request."""
+    def call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """The error mapping and deadline of one S3 request (the tus store's too)."""
         return s3_call(operation, self._cfg.request_deadline)
 
     # What the resumable (tus) store builds on: the same client, bucket and settings.
@@ -259,11 +259,7 @@ class S3Store:
         return self._cfg
 
     def count_part(self) -> None:
-        self._count_part()
-
-    def call(self, operation: str) -> AbstractAsyncContextManager[None]:
-        """One S3 request's error mapping and deadline, for the tus store's calls."""
-        return self._call(operation)
+        self.stats.parts_sent += 1
 
     def create_only_commit(self, key: str) -> AbstractAsyncContextManager[Any]:
         """The commit conditions of a create-only write of ``key`` (one per key at
@@ -282,15 +278,12 @@ class S3Store:
         if http_response.status_code >= 400 and not missing_record:
             self.stats.errors[model.name] += 1
 
-    def _count_part(self) -> None:
-        self.stats.parts_sent += 1
-
     def _count_failure(self, context: Any, **_: Any) -> None:
         self.stats.errors[context.get("operation_name", "unknown")] += 1
 
     def start_sweeper(self, older_than: float) -> None:
         sweep = sweep_forever(
-            self._client, self._bucket, older_than, self._call, self._live_uploads, self._kept
+            self._client, self._bucket, older_than, self.call, self.live_uploads, self._kept
         )
         self._sweeper = asyncio.ensure_future(sweep)
 
@@ -330,7 +323,7 @@ class S3Store:
             # S3 was unreachable at start (a stack starting together): try again now.
             await self.create_bucket()
         try:
-            async with self._call("HeadBucket"):
+            async with self.call("HeadBucket"):
                 await self._client.head_bucket(Bucket=self._bucket)
         except (NotFound, UpstreamError):
             # HeadBucket has no body: a missing bucket is a bare 404, which must
@@ -350,7 +343,7 @@ class S3Store:
             if self.stats.create_only_enforced is not None or self._probe_failed:
                 return
             try:
-                probe = await probe_create_only(self._client, self._bucket, self._call)
+                probe = await probe_create_only(self._client, self._bucket, self.call)
             except (UpstreamUnavailable, UpstreamTimeout):
                 return  # S3 went away again: ask at the next readiness check
             except VidproxyError as exc:
@@ -381,7 +374,7 @@ class S3Store:
         return S3Reader(self, info, response, fetched)
 
     async def head(self, key: str) -> ObjectInfo:
-        async with self._call("HeadObject"):
+        async with self.call("HeadObject"):
             response = await self._client.head_object(Bucket=self._bucket, Key=key)
         return _info_from(key, response, int(response["ContentLength"]))
 
@@ -393,7 +386,7 @@ class S3Store:
             params["Range"] = spec.header()
         if if_match is not None:
             params["IfMatch"] = if_match
-        async with self._call("GetObject"):
+        async with self.call("GetObject"):
             response = await self._client.get_object(**params)
         # rclone answers a ranged GET with 200 plus Content-Range: trust the header.
         match = _CONTENT_RANGE_RE.fullmatch(response.get("ContentRange") or "")
@@ -441,13 +434,10 @@ class S3Store:
             self._client,
             self._bucket,
             key,
-            self._cfg.upload_concurrency,
-            buffers,
-            self._call,
-            self.spawn,
-            self._live_uploads,
+            concurrency=self._cfg.upload_concurrency,
+            buffers=buffers,
+            owner=self,
         )
-        upload.on_part_sent = self._count_part
         md5 = BackgroundHash("md5") if self._multipart_etags in _NEEDS_MD5 else None
         async with upload:
             await upload.start(ContentType=content_type, Metadata=metadata)
@@ -542,7 +532,7 @@ class S3Store:
         commit: Commit,
     ) -> StoredObject:
         sha256 = source.sha256()
-        async with commit() as conditions, self._call("PutObject"):
+        async with commit() as conditions, self.call("PutObject"):
             response = await self._client.put_object(
                 Bucket=self._bucket,
                 Key=key,
@@ -556,7 +546,7 @@ class S3Store:
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
-        async with self._call("DeleteObject"):
+        async with self.call("DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
         # After the object: a failure in between leaves a record that matches
         # nothing, never an object that lost its digest.
@@ -597,7 +587,7 @@ class S3Store:
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
             params["StartAfter"] = after
-        async with self._call("ListObjectsV2"):
+        async with self.call("ListObjectsV2"):
             response = await self._client.list_objects_v2(**params)
         listed = [str(item["Key"]) for item in response.get("Contents", [])]
         return listed, bool(response.get("IsTruncated")) and bool(listed)

@@ -46,6 +46,8 @@ from .parts import PartPlan
 from .s3 import SHA256_METADATA, S3Store
 
 log = logging.getLogger(__name__)
+# Seconds between the reads of a record that came back cut or unparsable.
+RECORD_REREAD_PAUSES = (0.05, 0.2)
 
 RECORDS_PREFIX = RESERVED_PREFIX + "uploads/"
 RECORD_SUFFIX = ".info"
@@ -97,6 +99,16 @@ class S3Resumable:
         await self._put_record(record, {"IfNoneMatch": "*"})
 
     async def load(self, upload_id: str) -> UploadRecord:
+        # rclone's overwrite is not atomic: a read that meets the PATCH rewriting
+        # the record gets a cut body or a half-written one. Read again, briefly.
+        for pause in RECORD_REREAD_PAUSES:
+            try:
+                return await self._load_once(upload_id)
+            except (UpstreamUnavailable, ObjectDamaged):
+                await asyncio.sleep(pause)
+        return await self._load_once(upload_id)
+
+    async def _load_once(self, upload_id: str) -> UploadRecord:
         async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record_key(upload_id))
             async with response["Body"] as body:
@@ -104,7 +116,7 @@ class S3Resumable:
         try:
             record = UploadRecord.from_json(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("upload record %s is unreadable: %s", upload_id, exc)
+            log.warning("upload record %s is unreadable: %s", upload_id, exc)
             raise ObjectDamaged("the record of this upload is damaged") from None
         # The next write is conditional on this tag (If-Match): a replica that
         # wrote in between makes ours fail instead of being overwritten.
