@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
-from aiohttp import web, web_app
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from botocore.config import Config as BotoConfig
 from multidict import CIMultiDict
@@ -34,6 +34,7 @@ from vidproxy.cache import Clock
 from vidproxy.config import Config, load_config
 from vidproxy.units import MiB
 from vidproxy.web.app import create_app
+from vidproxy.web.protocol import forget_middleware_chains
 
 # Imported from here by test modules (and kept so): the rigs are where they live.
 __all__ = ["POLL_INTERVAL", "POLL_TIMEOUT", "RunAppServer", "free_port", "wait_for_port"]
@@ -73,7 +74,7 @@ def forget_finished_apps() -> Iterator[None]:
     per started vidproxy and seconds of teardown at exit. Production starts one
     app; a test run starts hundreds, so forget them after each test."""
     yield
-    web_app._cached_build_middleware.cache_clear()
+    forget_middleware_chains()
 
 
 @pytest.fixture(scope="session")

@@ -599,6 +599,15 @@ def test_an_unreadable_secret_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(None, env=env)
 
 
+def test_a_secret_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    secret = tmp_path / "write.tokens"
+    secret.write_bytes(b"\xfftoken\n")
+    env = {"VIDPROXY_AUTH_WRITE_TOKENS_FILE": str(secret)}
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, env=env)
+    assert str(refused.value) == f"auth.write_tokens_file: {secret} is not UTF-8 text (byte 0)"
+
+
 def test_config_repr_never_shows_secrets() -> None:
     env = {
         "VIDPROXY_AUTH_WRITE_TOKENS": WRITE_TOKEN,

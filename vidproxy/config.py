@@ -74,7 +74,8 @@ def parse_size(text: str | int) -> int:
     whole, _, fraction = match.group(1).partition(".")
     # Integers, not floats: "2.3MB" is 2,300,000 bytes, 2**53 + 1 stays itself, and
     # 400 digits are a (huge) size rather than an OverflowError.
-    return int(whole) * unit + int(fraction or "0") * unit // 10 ** len(fraction)
+    scale: int = 10 ** len(fraction)  # typeshed: int ** int may be a float
+    return int(whole) * unit + int(fraction or "0") * unit // scale
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     # Enforced by counting: aiohttp's client_max_size does not cover streamed bodies.
-    max_upload_bytes: Size = 100 * GiB
+    max_upload_bytes: Size = Size(100 * GiB)
     # aiohttp has no body read deadline: a read that waits longer than this fails (408).
     body_timeout: float = 60.0
     # Past the grace period, an upload averaging fewer bytes a second fails (408),
     # so a trickling client cannot hold an upload slot for as long as it likes; 0 = off.
-    min_upload_rate: Size = 16 * KiB
+    min_upload_rate: Size = Size(16 * KiB)
     upload_rate_grace: float = 30.0
     # A request head (the first one from the connection's start, a later one from its
     # first byte) must arrive whole within this; slowloris heads are closed after it.
@@ -123,7 +124,7 @@ class S3Config:
     region: str = ""
     # "path" suits MinIO, Ceph and local endpoints; "auto" lets botocore choose.
     addressing_style: str = "auto"
-    part_size: Size = 8 * MiB
+    part_size: Size = Size(8 * MiB)
     upload_concurrency: int = 4
     # Keep every part the same size (R2 demands it) instead of growing them.
     equal_parts: bool = False
@@ -167,9 +168,9 @@ class AuthConfig:
 class CacheConfig:
     enabled: bool = True
     dir: str = "./cache"
-    max_bytes: Size = 10 * GiB
-    min_free_bytes: Size = 1 * GiB
-    max_object_bytes: Size = 5 * GiB
+    max_bytes: Size = Size(10 * GiB)
+    min_free_bytes: Size = Size(1 * GiB)
+    max_object_bytes: Size = Size(5 * GiB)
     idle_ttl: float = 3600.0
     revalidate_after: float = 60.0
     fill_on_disconnect: bool = True
@@ -177,7 +178,7 @@ class CacheConfig:
     # GiB more); off for a store whose plain ETags are not MD5s.
     verify_etag_md5: bool = True
     # Entries found at start are hashed again at this rate before they are hits.
-    verify_bytes_per_second: Size = 256 * MiB
+    verify_bytes_per_second: Size = Size(256 * MiB)
 
 
 @dataclass(frozen=True)
@@ -514,8 +515,11 @@ def _read_secret_files(auth: AuthConfig) -> AuthConfig:
             raise ConfigError(f"{setting}: is blank")
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            # Not the decoder's message: it quotes the offending bytes of a secret.
+            raise ConfigError(f"{setting}: {path} is not UTF-8 text (byte {exc.start})") from None
         lines = tuple(line.strip() for line in text.splitlines() if line.strip())
         # An empty file is a secret that did not arrive (an unmounted volume, a
         # failed render), never "leave this access open".

@@ -25,9 +25,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
-        if record.exc_info or record.exc_text:
-            # exc_text first: a filter may have rendered (and redacted) it already.
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        # exc_text first: a filter may have rendered (and redacted) it already.
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 

@@ -11,51 +11,35 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web_runner import AppRunner
 
 from vidproxy.config import Config
 from vidproxy.web.app import create_app
 from vidproxy.web.appkeys import CONFIG
 from vidproxy.web.limits import MAX_DESCRIPTORS, ConnectionSlots
 from vidproxy.web.logs import AccessLogger
-from vidproxy.web.protocol import ConnectionRules, JsonErrorRunner
+from vidproxy.web.protocol import ConnectionRules, production_test_server
 
 Client = TestClient[Any, Any]
 
 
-class RunAppServer(TestServer):
-    """A TestServer that handles requests as ``server.serve`` does in production.
-
-    aiohttp's TestServer turns ``handler_cancellation`` on; production leaves it
-    off, so a client that hangs up does not cancel the handler (an ffmpeg upload
-    that sent its whole body and closed must still be stored). The runner is
-    production's too, so what aiohttp's parser refuses is answered in JSON, and
-    vidproxy's app gets its configured head deadline and connection bound.
-    ``handler_cancellation=True`` is for the tests of a handler being cancelled;
-    ``access_log=True`` writes production's access lines (vidproxy's
-    AccessLogger), for the tests that read them.
-    """
-
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        handler_cancellation: bool = False,
-        access_log: bool = False,
-    ) -> None:
-        super().__init__(app)
-        self._handler_cancellation = handler_cancellation
-        self._access_log = access_log
-
-    async def _make_runner(self, **kwargs: Any) -> AppRunner:
-        kwargs["handler_cancellation"] = self._handler_cancellation
-        if self._access_log:
-            kwargs["access_log_class"] = AccessLogger
-        config = self.app.get(CONFIG)
-        if config is not None:
-            limit = config.server.max_connections or MAX_DESCRIPTORS
-            kwargs["rules"] = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
-        return JsonErrorRunner(self.app, **kwargs)
+def RunAppServer(
+    app: web.Application, *, handler_cancellation: bool = False, access_log: bool = False
+) -> TestServer:
+    """A TestServer that handles requests as ``server.serve`` does in production
+    (``production_test_server``: production's runner, handler cancellation off),
+    with vidproxy's configured head deadline and connection bound where the app
+    is vidproxy's. ``handler_cancellation=True`` is for the tests of a handler
+    being cancelled; ``access_log=True`` writes production's access lines
+    (vidproxy's AccessLogger), for the tests that read them."""
+    config = app.get(CONFIG)
+    rules = None
+    if config is not None:
+        limit = config.server.max_connections or MAX_DESCRIPTORS
+        rules = ConnectionRules(config.server.header_timeout, ConnectionSlots(limit))
+    runner_kwargs: dict[str, Any] = {"access_log_class": AccessLogger} if access_log else {}
+    return production_test_server(
+        app, rules, handler_cancellation=handler_cancellation, **runner_kwargs
+    )
 
 
 def as_app(what: Config | web.Application) -> web.Application:

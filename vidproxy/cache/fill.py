@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..conditions import ByteRange
 from ..errors import ObjectDamaged
-from ..storage.base import ObjectInfo, ObjectReader, close_stream
+from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
 from ..storage.integrity import Digest, Digester
 from ..units import MiB
 
@@ -75,7 +75,7 @@ class Fill:
         # The newest chunks, contiguous up to ``filled``: everything not yet
         # written, and up to KEEP_BEHIND bytes that are.
         self._offsets: list[int] = []
-        self._chunks: list[bytes] = []
+        self._chunks: list[Chunk] = []
         self._unsent = 0  # offset of the first byte not yet handed to a write
         self._writing: asyncio.Future[int] | None = None
         self._fd: int | None = None  # opened by the first write, off the event loop
@@ -86,7 +86,7 @@ class Fill:
     def size(self) -> int:
         return self.info.size
 
-    async def run(self, chunks: AsyncIterator[bytes]) -> None:
+    async def run(self, chunks: AsyncIterator[Chunk]) -> None:
         """Copy ``chunks`` into the temp file; raises unless all ``info.size`` bytes got in."""
         try:
             async for chunk in chunks:
@@ -118,7 +118,7 @@ class Fill:
         self.checked = True
         self._notify()
 
-    def _receive(self, chunk: bytes) -> None:
+    def _receive(self, chunk: Chunk) -> None:
         self._offsets.append(self.filled)
         self._chunks.append(chunk)
         self.filled += len(chunk)
@@ -145,7 +145,7 @@ class Fill:
         self._writing = None
         self._forget_written()
 
-    def _write(self, batch: list[bytes], offset: int) -> int:
+    def _write(self, batch: list[Chunk], offset: int) -> int:
         if self._fd is None:
             self._fd = create_temp(self.temp)
         for chunk in batch:
@@ -206,7 +206,7 @@ class Fill:
             os.close(self._fd)
             self._fd = None
         if self.on_closed is not None:
-            self.on_closed, closed = None, self.on_closed
+            closed, self.on_closed = self.on_closed, None
             closed()
 
 
@@ -239,7 +239,7 @@ def create_temp(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def _pwrite_all(fd: int, batch: list[bytes], offset: int) -> None:
+def _pwrite_all(fd: int, batch: list[Chunk], offset: int) -> None:
     views = [memoryview(chunk) for chunk in batch]
     while views:
         written = os.pwritev(fd, views, offset)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 from ..conditions import RangeSpec
 from ..config import CacheConfig
-from ..storage.base import ObjectReader, Store
+from ..storage.base import Chunk, ObjectReader, Store
 from ..storage.integrity import Digest, content_record, expected_digests
 from .budget import DiskBudget
 from .clock import Clock
@@ -165,7 +165,7 @@ class Flights:
             del self._fills[key]
         return fill
 
-    async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[bytes]) -> None:
+    async def _run_fill(self, key: str, fill: Fill, chunks: AsyncIterator[Chunk]) -> None:
         try:
             await fill.run(chunks)
         except asyncio.CancelledError:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..conditions import ByteRange, RangeSpec
 from ..errors import ObjectDamaged
 from ..files import read_file
-from ..storage.base import ObjectReader, close_stream
+from ..storage.base import Chunk, ObjectReader, close_stream
 from ..units import MiB
 from .fill import Fill, read_following
 from .index import Entry, EntryIndex
@@ -32,7 +32,7 @@ def labelled(reader: ObjectReader) -> ObjectReader:
 
 
 class HitReader:
-    cache_status = "HIT"
+    cache_status: str | None = "HIT"
 
     def __init__(self, index: EntryIndex, entry: Entry) -> None:
         self._index = index
@@ -57,7 +57,7 @@ class FillReader:
     range far ahead of it, from the backend directly. With ``stop_unread``
     (no ``cache.fill_on_disconnect``), the last reader to leave stops the fill."""
 
-    cache_status = "MISS"
+    cache_status: str | None = "MISS"
     local_path = None
 
     def __init__(self, fill: Fill, *, stop_unread: bool) -> None:
@@ -66,7 +66,7 @@ class FillReader:
         self.info = fill.info
         fill.open_reader()  # now: the fill may end at any await
 
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes | memoryview]:
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[Chunk]:
         wanted = byte_range or ByteRange(0, self.info.size)
         if wanted.start > self._fill.filled + READAHEAD and not self._fill.complete:
             return await self._fill.source.stream(byte_range)
@@ -88,27 +88,27 @@ class FarRangeReader:
     goes out once the range's first bytes have: preparing an S3 request holds
     the event loop for milliseconds, and a seeking player is waiting."""
 
-    cache_status = "MISS"
+    cache_status: str | None = "MISS"
     local_path = None
 
-    def __init__(self, direct: ObjectReader, start_fill: Callable[[], None]) -> None:
+    def __init__(self, direct: ObjectReader, start_fill: Callable[[], object]) -> None:
         self._direct = direct
-        self._start_fill: Callable[[], None] | None = start_fill
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._start_fill: Callable[[], object] | None = start_fill
+        self._chunks: AsyncIterator[Chunk] | None = None
         self.info = direct.info
 
-    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
-        self._chunks = await self._direct.stream(byte_range)
-        return self._fill_after_first(self._chunks)
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[Chunk]:
+        self._chunks = chunks = await self._direct.stream(byte_range)
+        return self._fill_after_first(chunks)
 
-    async def _fill_after_first(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def _fill_after_first(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             yield chunk
             self._fill()  # the first chunk has been written by now
 
     def _fill(self) -> None:
         if self._start_fill is not None:
-            self._start_fill, start = None, self._start_fill
+            start, self._start_fill = self._start_fill, None
             start()
 
     async def aclose(self) -> None:

@@ -16,6 +16,10 @@ from typing import Any, Protocol
 from ..conditions import ByteRange, RangeSpec, Validators
 from ..errors import ObjectDamaged
 
+# What a reader's stream yields: a cache following a fill hands out views of
+# the bytes it holds (never of a buffer that is reused) rather than copies.
+Chunk = bytes | memoryview
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -106,13 +110,23 @@ class ObjectReader(Protocol):
     ``aclose`` releases whatever ``open`` acquired.
     """
 
-    info: ObjectInfo
-    # A local file holding exactly this version, for sendfile; else None.
-    local_path: Path | None
-    # "HIT" or "MISS" where a cache answered, else None.
+    @property
+    def info(self) -> ObjectInfo: ...
+
+    @property
+    def local_path(self) -> Path | None:
+        """A local file holding exactly this version, for sendfile; else None."""
+        ...
+
+    # "HIT" or "MISS" where a cache answered, else None: settable, because the
+    # cache labels a backend's reader that it hands on.
     cache_status: str | None
 
-    def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]: ...
+    async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[Chunk]:
+        """The bytes of ``byte_range`` (all of them for None). Async because a
+        backend may have to fetch the range first; the iterator then yields as
+        the bytes arrive."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -122,7 +136,7 @@ class ObjectReader(Protocol):
         ...
 
 
-async def close_stream(chunks: AsyncIterator[bytes]) -> None:
+async def close_stream(chunks: AsyncIterator[Chunk]) -> None:
     """Close what ``ObjectReader.stream`` returned, read to the end or not: an S3
     body left open keeps its pooled connection."""
     close = getattr(chunks, "aclose", None)
@@ -150,8 +164,13 @@ class UploadSource(Protocol):
 
 
 class Store(Protocol):
-    name: str
-    stats: StoreStats
+    # Read-only here: backends keep plain attributes, the cache passes its
+    # backend's through properties.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stats(self) -> StoreStats: ...
 
     async def open(self, key: str, hint: RangeSpec | None, *, head: bool = False) -> ObjectReader:
         """Open ``key`` for reading; ``hint`` is the range most likely wanted.

@@ -136,7 +136,7 @@ class FsStore:
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
     ) -> StoredObject:
-        if create_only and await asyncio.to_thread(_load_meta, self._meta_path(key)):
+        if create_only and await asyncio.to_thread(_load_meta, self._meta_path(key)) is not None:
             raise PreconditionFailed("a video already exists under that key")
         version = f"{key_digest(key)}.{ULID()}"
         tmp_path = self._tmp / version
@@ -214,7 +214,7 @@ class FsReader:
         self._store = store
         self._open = True
         self.info = info
-        self.local_path: Path | None = path
+        self.local_path = path
 
     async def stream(self, byte_range: ByteRange | None) -> AsyncIterator[bytes]:
         return read_file(self.local_path, byte_range or ByteRange(0, self.info.size))

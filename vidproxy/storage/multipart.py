@@ -14,7 +14,7 @@ import mmap
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -22,6 +22,12 @@ from aiohttp.payload import Payload
 from ..buffers import lazy_buffer
 from ..errors import UploadAborted, UpstreamError, UpstreamUnavailable, VidproxyError
 from ..units import KiB
+from .s3api import S3API, WriteConditions
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +71,31 @@ class PartBody(Payload):
     length, and ``seek(0)`` to send it again on a retry); for aiohttp a payload
     that writes it to the socket in slices, straight from the part buffer."""
 
-    _autoclose = True  # nothing to close: the buffer belongs to PartBuffers
-
     def __init__(self, data: memoryview) -> None:
         super().__init__(data)
-        self._value: memoryview = data
-        self._size = len(data)
+        self._part = data
         self._position = 0
 
+    @property
+    def size(self) -> int:
+        return len(self._part)
+
+    @property
+    def autoclose(self) -> bool:
+        return True  # nothing to close: the buffer belongs to PartBuffers
+
     def __len__(self) -> int:
-        return len(self._value)
+        return len(self._part)
 
     def read(self, n: int = -1) -> bytes:
         # Only botocore's own checksum paths read; aiohttp calls write_with_length.
-        end = len(self._value) if n < 0 else min(self._position + n, len(self._value))
-        data = bytes(self._value[self._position : end])
+        end = len(self._part) if n < 0 else min(self._position + n, len(self._part))
+        data = bytes(self._part[self._position : end])
         self._position = end
         return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._value)}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._part)}
         self._position = base[whence] + offset
         return self._position
 
@@ -92,7 +103,7 @@ class PartBody(Payload):
         return self._position
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return bytes(self._value).decode(encoding, errors)
+        return bytes(self._part).decode(encoding, errors)
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
@@ -101,7 +112,7 @@ class PartBody(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         # All of it whatever was read: botocore sized the request with __len__.
-        data = self._value[:content_length]
+        data = self._part[:content_length]
         for start in range(0, len(data), SEND_SLICE):
             await writer.write(data[start : start + SEND_SLICE])
 
@@ -109,7 +120,7 @@ class PartBody(Payload):
 class MultipartUpload:
     def __init__(
         self,
-        client: Any,
+        client: S3API,
         bucket: str,
         key: str,
         concurrency: int,
@@ -127,7 +138,7 @@ class MultipartUpload:
         self._errors = errors
         self._slots = asyncio.Semaphore(concurrency)
         self._buffers = buffers
-        self._tasks: list[asyncio.Task[dict[str, Any]]] = []
+        self._tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
         self._upload_id: str | None = None
         self.size = 0
         self.on_part_sent: Callable[[], None] = lambda: None
@@ -161,15 +172,16 @@ class MultipartUpload:
         self.size += len(data)
         self._tasks.append(asyncio.create_task(self._upload_part(number, data)))
 
-    async def _upload_part(self, number: int, data: memoryview) -> dict[str, Any]:
+    async def _upload_part(self, number: int, data: memoryview) -> CompletedPartTypeDef:
         try:
             async with self._aborted_if_gone(), self._errors("UploadPart"):
                 response = await self._client.upload_part(
                     Bucket=self._bucket,
                     Key=self._key,
-                    UploadId=self._upload_id,
+                    UploadId=self._started_id(),
                     PartNumber=number,
-                    Body=PartBody(data),
+                    # A file to botocore (read, seek, tell, len), if not an IO subclass.
+                    Body=cast(IO[bytes], PartBody(data)),
                 )
             self.on_part_sent()
             return {"PartNumber": number, "ETag": response["ETag"]}
@@ -192,6 +204,8 @@ class MultipartUpload:
             raise
 
     async def _gone(self) -> bool:
+        if self._upload_id is None:
+            return False  # never started: nothing at S3 to lose
         try:
             async with self._errors("ListParts"):
                 await self._client.list_parts(
@@ -208,13 +222,17 @@ class MultipartUpload:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def complete(self, **conditions: str) -> str:
+    def _started_id(self) -> str:
+        assert self._upload_id is not None, "parts are added only after start()"
+        return self._upload_id
+
+    async def complete(self, **conditions: Unpack[WriteConditions]) -> str:
         parts = await asyncio.gather(*self._tasks)
         async with self._aborted_if_gone(), self._errors("CompleteMultipartUpload"):
             response = await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=self._key,
-                UploadId=self._upload_id,
+                UploadId=self._started_id(),
                 MultipartUpload={"Parts": list(parts)},
                 **conditions,
             )

@@ -25,9 +25,13 @@ from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UploadAborted, VidproxyError
+from .s3api import S3API
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import MultipartUploadTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class SweepState:
 
 
 async def abort_stale_uploads(
-    client: Any,
+    client: S3API,
     bucket: str,
     older_than: float,
     errors: ErrorMapper,
@@ -79,9 +83,9 @@ async def abort_stale_uploads(
 
 
 async def _is_stale(
-    client: Any,
+    client: S3API,
     bucket: str,
-    upload: dict[str, Any],
+    upload: MultipartUploadTypeDef,
     cutoff: datetime,
     state: SweepState,
     stale_empty: set[str],
@@ -99,7 +103,11 @@ async def _is_stale(
 
 
 async def _newest_part(
-    client: Any, bucket: str, upload: dict[str, Any], cutoff: datetime, errors: ErrorMapper
+    client: S3API,
+    bucket: str,
+    upload: MultipartUploadTypeDef,
+    cutoff: datetime,
+    errors: ErrorMapper,
 ) -> datetime | None:
     """The newest part's ``LastModified``, or None without parts. Stops at the first
     part newer than ``cutoff``: that is enough to keep the upload."""
@@ -120,7 +128,9 @@ async def _newest_part(
         params["PartNumberMarker"] = page["NextPartNumberMarker"]
 
 
-async def _abort(client: Any, bucket: str, upload: dict[str, Any], errors: ErrorMapper) -> int:
+async def _abort(
+    client: S3API, bucket: str, upload: MultipartUploadTypeDef, errors: ErrorMapper
+) -> int:
     try:
         async with errors("AbortMultipartUpload"):
             await client.abort_multipart_upload(
@@ -132,8 +142,8 @@ async def _abort(client: Any, bucket: str, upload: dict[str, Any], errors: Error
 
 
 async def _list_uploads(
-    client: Any, bucket: str, errors: ErrorMapper
-) -> AsyncIterator[dict[str, Any]]:
+    client: S3API, bucket: str, errors: ErrorMapper
+) -> AsyncIterator[MultipartUploadTypeDef]:
     params: dict[str, Any] = {"Bucket": bucket}
     while True:
         try:
@@ -154,7 +164,7 @@ def sweep_interval(older_than: float) -> float:
 
 
 async def sweep_forever(
-    client: Any,
+    client: S3API,
     bucket: str,
     older_than: float,
     errors: ErrorMapper,

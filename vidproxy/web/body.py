@@ -18,6 +18,7 @@ from ..errors import (
     TooLarge,
 )
 from ..hashing import BackgroundHash
+from .protocol import forgive_finished_body
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -148,7 +149,7 @@ class RequestBody:
         # tells a finished body from a cut one; the buffered rest is still ours.
         if not self._content.is_eof():
             raise IncompleteBody("the client closed the connection before the body ended")
-        self._content._exception = None  # type: ignore[attr-defined]
+        forgive_finished_body(self._content)
         return self._content.read_nowait()
 
     async def _finish(self) -> None:

@@ -97,7 +97,7 @@ def preflight_answer(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-async def add_cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: the CORS headers of an actual (not preflight) answer."""
     configured = request.app[CONFIG].server.cors_origins
     if not configured:

@@ -125,7 +125,7 @@ class InFlight:
         self._idle.clear()
 
     def leave(self) -> None:
-        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._tasks.discard(asyncio.current_task())
         self.count -= 1
         if self.count == 0:
             self._idle.set()

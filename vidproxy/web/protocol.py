@@ -16,25 +16,45 @@ one from its first byte (an idle kept-alive connection is left to aiohttp's
 ``keepalive_timeout``). ``ConnectionSlots`` bounds the connections and, at the
 bound, closes the one that has waited longest for a head.
 
-This module is the one place that uses aiohttp's private names, checked against
-aiohttp 3.14.5 and pinned by tests/test_connections.py::test_aiohttp_internals_*:
-``RequestHandler._messages`` (the deque ``data_received`` appends each parsed
-head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
-``_loop`` (what a server makes its handlers with).
+``StoreFileResponse`` is the ``FileResponse`` that ``web.responses`` sends local
+files with: it keeps the store's ETag and Last-Modified, and checks the size of
+the file aiohttp opened.
+
+This module is the one place that uses aiohttp's private names (no other module
+may: tests/test_architecture.py), each checked against aiohttp 3.14.5 and pinned
+by tests/test_connections.py::test_aiohttp_internals_* and
+tests/test_protocol.py::test_aiohttp_internals_*:
+- ``RequestHandler._messages`` (the deque ``data_received`` appends each parsed
+  head to, synchronously, and ``start`` pops), and ``web.Server._kwargs`` and
+  ``_loop`` (what a server makes its handlers with);
+- ``AppRunner._make_server`` (the one seam for the handler class);
+- ``FileResponse._make_response`` (runs in aiohttp's thread with the file it
+  opened and its ``fstat``), ``_sendfile`` (leaves the file's position after
+  the last byte sent), and ``prepare`` assigning ``etag`` and ``last_modified``
+  through their public setters, which ours ignore;
+- ``StreamReader._exception`` (the error a finished body was poisoned with);
+- ``web_app._cached_build_middleware`` (the middleware-chain cache the tests
+  empty between apps), and ``TestServer._make_runner`` (the tests' server on
+  production's runner).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_app
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.streams import StreamReader
 
 from ..config import ServerConfig
 from ..errors import RequestTimeout, TooManyConnections
 from .errors import error_response, from_aiohttp_answer, raw_error_answer
 from .limits import MAX_DESCRIPTORS, ConnectionSlots
+
+if TYPE_CHECKING:
+    from aiohttp.test_utils import TestServer
 
 
 class ConnectionRules:
@@ -191,3 +211,110 @@ class JsonErrorRunner(web.AppRunner):
             rules=self.rules,
             **server._kwargs,
         )
+
+
+# ---- FileResponse, request bodies, the middleware cache ----
+
+
+class WrongSize(Exception):
+    def __init__(self, found: int | None) -> None:
+        super().__init__(found)
+        self.found = found  # bytes in the file; None: no file
+
+
+class StoreFileResponse(web.FileResponse):
+    """A FileResponse that keeps the ETag and Last-Modified it was given, sends
+    the file only if it holds the recorded number of bytes, and counts the body
+    bytes the socket took."""
+
+    body_sent = 0
+
+    def __init__(self, path: Path, size: int, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._recorded_size = size
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: Any, offset: int, count: int
+    ) -> AbstractStreamWriter:
+        try:
+            return await super()._sendfile(request, fobj, offset, count)
+        finally:
+            # loop.sendfile leaves the file's position after the last byte sent,
+            # even when it raises (asyncio's documentation: "file.tell() can be
+            # used to obtain the actual number of bytes sent"); aiohttp's own
+            # fallback reads as it writes, so it lands there too.
+            self.body_sent = max(0, min(count, fobj.tell() - offset))
+
+    def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
+        # aiohttp's worker thread, after it opened the file it will send and
+        # fstat'ed it: checking here costs nothing and cannot race a change
+        # between our look and aiohttp's.
+        try:
+            result = super()._make_response(request, accept_encoding)
+        except FileNotFoundError:
+            raise WrongSize(None) from None
+        fobj, st = result[1], result[2]
+        if st.st_size != self._recorded_size:
+            if fobj is not None:
+                fobj.close()
+            raise WrongSize(st.st_size)
+        return result
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # aiohttp prepares a returned response again; FileResponse's prepare
+        # is not idempotent, so the first (ours, above) is the only one.
+        if self.prepared:
+            return None
+        return await super().prepare(request)
+
+    @property
+    def etag(self) -> Any:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: Any) -> None:
+        pass  # FileResponse would put its mtime-size tag here
+
+    @property
+    def last_modified(self) -> Any:
+        return super().last_modified
+
+    @last_modified.setter
+    def last_modified(self, value: Any) -> None:
+        pass  # keep the store's Last-Modified, not the file's mtime
+
+
+def forgive_finished_body(content: StreamReader) -> None:
+    """Drop the ``ConnectionResetError`` aiohttp sets on a body whose sender
+    closed its side after the last byte, so the buffered rest can be read."""
+    content._exception = None
+
+
+def forget_middleware_chains() -> None:
+    """Empty aiohttp's module-level LRU of middleware chains, which keeps every
+    Application it has seen (and all they hold) alive: for tests, which start
+    hundreds of apps in one process."""
+    web_app._cached_build_middleware.cache_clear()
+
+
+def production_test_server(
+    app: web.Application,
+    rules: ConnectionRules | None = None,
+    *,
+    handler_cancellation: bool = False,
+    **runner_kwargs: Any,
+) -> TestServer:
+    """For the tests: an aiohttp TestServer that runs ``app`` as ``server.serve``
+    does, on ``JsonErrorRunner`` (with ``rules`` and ``runner_kwargs``), so what
+    aiohttp's parser refuses is answered in JSON; and with ``handler_cancellation``
+    off unless asked, where TestServer turns it on, so a client that hangs up does
+    not cancel the handler (an ffmpeg upload that sent its whole body and closed
+    must still be stored)."""
+    from aiohttp.test_utils import TestServer  # the tests' only: not loaded to serve
+
+    class ProductionTestServer(TestServer):
+        async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+            kwargs.update(runner_kwargs, handler_cancellation=handler_cancellation)
+            return JsonErrorRunner(self.app, rules=rules, **kwargs)
+
+    return ProductionTestServer(app)

@@ -18,18 +18,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
-from pathlib import Path
-from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
 from ..conditions import ByteRange, Plan, plan_response
 from ..errors import VidproxyError
 from ..media import attachment_disposition, shown_inline
-from ..storage.base import ObjectInfo, ObjectReader, close_stream
+from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
 from ..storage.integrity import size_problem
+from .protocol import StoreFileResponse, WrongSize
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +111,10 @@ async def send_object(
     if plan.range is not None:
         headers[hdrs.CONTENT_RANGE] = plan.range.content_range(info.size)
     if reader.local_path is not None:
-        response = _StoreFileResponse(
+        sendfile = StoreFileResponse(
             reader.local_path, info.size, status=plan.status, headers=headers
         )
-        return await _prepare_file(request, reader, response, plan)
+        return await _prepare_file(request, reader, sendfile, plan)
     length = plan.range.length if plan.range is not None else info.size
     if request.method == "HEAD" or length == 0:
         response = _StreamedObject(status=plan.status, headers=headers)
@@ -130,7 +128,7 @@ async def send_object(
 def body_bytes_sent(response: web.StreamResponse) -> int:
     """Body bytes of ``response`` the socket took, for the access log and metrics:
     an object answer counts what went out before its client left, not its length."""
-    if isinstance(response, _StreamedObject | _StoreFileResponse):
+    if isinstance(response, _StreamedObject | StoreFileResponse):
         return response.body_sent
     return response.content_length or 0  # small answers, written whole in one go
 
@@ -151,7 +149,7 @@ async def _stream(
     plan: Plan,
     headers: dict[str, str],
     length: int,
-    chunks: AsyncIterator[bytes],
+    chunks: AsyncIterator[Chunk],
 ) -> web.StreamResponse:
     response = _StreamedObject(status=plan.status, headers=headers)
     response.content_length = length
@@ -163,7 +161,7 @@ async def _stream(
             handed += len(chunk)
             # What the transport still holds never reached the socket; when the
             # client leaves, it is dropped (and the write that sees it raises).
-            response.body_sent = handed - _unsent(request)
+            _count_sent(request, response, handed)
     except ConnectionError:
         return response  # the client left; nothing to tell it
     except Exception as exc:  # headers are out: all we can do is cut the connection
@@ -178,13 +176,16 @@ async def _stream(
     return response
 
 
-def _unsent(request: web.Request) -> int:
+def _count_sent(request: web.Request, response: _StreamedObject, handed: int) -> None:
     transport = request.transport
-    return transport.get_write_buffer_size() if transport is not None else 0
+    # A transport that failed has dropped its buffer: its size says nothing then,
+    # and the count stays at what was known to be sent before.
+    if transport is not None and not transport.is_closing():
+        response.body_sent = handed - transport.get_write_buffer_size()
 
 
 async def _prepare_file(
-    request: web.Request, reader: ObjectReader, response: _StoreFileResponse, plan: Plan
+    request: web.Request, reader: ObjectReader, response: StoreFileResponse, plan: Plan
 ) -> web.StreamResponse:
     # FileResponse applies Range and conditionals itself; hand it a request whose
     # only remaining question is the range we already decided on.
@@ -198,81 +199,13 @@ async def _prepare_file(
     with contextlib.suppress(ConnectionError):
         try:
             await response.prepare(request.clone(headers=request_headers))
-        except _WrongSize as exc:  # nothing is sent yet: answer with an error instead
+        except WrongSize as exc:  # nothing is sent yet: answer with an error instead
             raise reader.damaged(size_problem(exc.found, reader.info.size)) from None
     return response
 
 
 def _range_header(byte_range: ByteRange) -> str:
     return f"bytes={byte_range.start}-{byte_range.stop - 1}"
-
-
-class _WrongSize(Exception):
-    def __init__(self, found: int | None) -> None:
-        super().__init__(found)
-        self.found = found  # bytes in the file; None: no file
-
-
-class _StoreFileResponse(web.FileResponse):
-    """A FileResponse that keeps the ETag and Last-Modified it was given, sends
-    the file only if it holds the recorded number of bytes, and counts the body
-    bytes the socket took."""
-
-    body_sent = 0
-
-    def __init__(self, path: Path, size: int, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self._recorded_size = size
-
-    async def _sendfile(
-        self, request: web.BaseRequest, fobj: Any, offset: int, count: int
-    ) -> AbstractStreamWriter:
-        try:
-            return await super()._sendfile(request, fobj, offset, count)
-        finally:
-            # loop.sendfile leaves the file's position after the last byte sent,
-            # even when it raises (asyncio's documentation: "file.tell() can be
-            # used to obtain the actual number of bytes sent"); aiohttp's own
-            # fallback reads as it writes, so it lands there too.
-            self.body_sent = max(0, min(count, fobj.tell() - offset))
-
-    def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
-        # aiohttp's worker thread, after it opened the file it will send and
-        # fstat'ed it: checking here costs nothing and cannot race a change
-        # between our look and aiohttp's.
-        try:
-            result = super()._make_response(request, accept_encoding)
-        except FileNotFoundError:
-            raise _WrongSize(None) from None
-        fobj, st = result[1], result[2]
-        if st.st_size != self._recorded_size:
-            if fobj is not None:
-                fobj.close()
-            raise _WrongSize(st.st_size)
-        return result
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        # aiohttp prepares a returned response again; FileResponse's prepare
-        # is not idempotent, so the first (ours, above) is the only one.
-        if self.prepared:
-            return None
-        return await super().prepare(request)
-
-    @property
-    def etag(self) -> Any:
-        return super().etag
-
-    @etag.setter
-    def etag(self, value: Any) -> None:
-        pass  # FileResponse would put its mtime-size tag here
-
-    @property
-    def last_modified(self) -> Any:
-        return super().last_modified
-
-    @last_modified.setter
-    def last_modified(self, value: Any) -> None:
-        pass  # keep the store's Last-Modified, not the file's mtime
 
 
 def _http_date(info: ObjectInfo) -> str:

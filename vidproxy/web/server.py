@@ -111,7 +111,7 @@ def _throttle_accept_errors(slots: ConnectionSlots) -> None:
     throttle_accept_errors(asyncio.get_running_loop(), throttled, slots.evict_oldest)
 
 
-async def _close_when_draining(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
     # A kept-alive connection (a proxy's upstream pool) may bring one more request
     # while we drain: answer it, with Connection: close, so none follows.
     if request.app[IN_FLIGHT].draining:
