@@ -52,7 +52,15 @@ def resolve(doc: Document, node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+# A tus upload id (a ULID) that names no upload, for templates with {upload_id}.
+UPLOAD_ID = "01JD0000000000000000000000"
+
+
 def expand(template: str, key: str | None) -> str:
+    if "{upload_id}" in template:
+        # A key argument that is a ULID names an upload; any other stands for none.
+        upload_id = key if key and len(key) == 26 and key.isalnum() else UPLOAD_ID
+        return template.replace("{upload_id}", upload_id)
     if "{key}" not in template:
         return template
     assert key is not None, f"{template} needs a key"

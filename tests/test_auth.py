@@ -424,7 +424,7 @@ async def test_sign_for_put_gives_an_upload_url(guarded: Client) -> None:
         (b"{}", "invalid_key"),
         (b'{"key": 5}', "invalid_key"),
         (b'{"key": "../etc/passwd"}', "invalid_key"),
-        (b'{"key": "a", "method": "POST"}', "invalid_method"),
+        (b'{"key": "a", "method": "PATCH"}', "invalid_method"),
         (b'{"key": "a", "ttl": 0}', "invalid_ttl"),
         (b'{"key": "a", "ttl": -5}', "invalid_ttl"),
         (b'{"key": "a", "ttl": "60"}', "invalid_ttl"),

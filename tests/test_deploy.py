@@ -353,3 +353,35 @@ def test_compose_and_kubernetes_manifests_agree() -> None:
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     drain = config["server"]["shutdown_timeout"]
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + CANCEL_GRACE_SECONDS
+
+
+def tus(method: str, url: str, headers: dict[str, str], body: bytes | None = None) -> Response:
+    sent = {"Tus-Resumable": "1.0.0", **headers}
+    if body is not None:
+        sent["Content-Type"] = "application/offset+octet-stream"
+    request = urllib.request.Request(url, data=body, method=method, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as answer:
+            return Response(answer.status, dict(answer.headers), answer.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, dict(exc.headers), exc.read())
+
+
+def test_every_request_of_one_tus_upload_reaches_one_replica(topology: Topology) -> None:
+    created_on: set[str] = set()
+    for n in range(KEYS):
+        key = f"tus/{n}.webm"
+        created = tus("POST", f"{topology.nginx_url}/uploads", {"Upload-Length": "6"})
+        assert created.status == 201
+        created_on.add(created.upstream)
+        url = topology.nginx_url + created.headers["Location"]
+        answers = [
+            tus("PATCH", url, {"Upload-Offset": "0"}, b"abc"),
+            tus("HEAD", url, {}),
+            tus("PATCH", url + "?expires=1", {"Upload-Offset": "3"}, b"def"),
+        ]
+        assert [a.status for a in answers] == [204, 200, 204]
+        assert len({a.upstream for a in answers}) == 1, key
+        upload_id = created.headers["Location"].rsplit("/", 1)[1]
+        assert topology.get(upload_id).body == b"abcdef"
+    assert len(created_on) >= 2, "creations should spread over the replicas"

@@ -6,7 +6,9 @@ S3 endpoint nobody listens on, and on one that denies every request."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,10 +17,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from aiohttp import web
+from cache_rig import wait_for
 from conftest import Connect
 from hypothesis import given
 from hypothesis import strategies as st
-from openapi_probe import Client, Document, Probe, is_public, load_document, operations
+from openapi_probe import (
+    Client,
+    Document,
+    Probe,
+    expand,
+    is_public,
+    load_document,
+    operations,
+)
 from openapi_spec_validator import validate
 
 from vidproxy.config import Config
@@ -37,6 +48,7 @@ WRITE_TOKEN = "openapi-write-token"
 READ_TOKEN = "openapi-read-token"
 AUTH = {"write_tokens": [WRITE_TOKEN], "read_tokens": [READ_TOKEN], "signing_key": "openapi-key"}
 WRITER = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+TUS = {"Tus-Resumable": "1.0.0"}
 READER = {"Authorization": f"Bearer {READ_TOKEN}"}
 NEW_UPLOADS = ("/videos", "/upload")  # POST: a new ULID key
 KEYED_UPLOADS = (("PUT", "/videos/{key}"), ("POST", "/upload/{key}"))
@@ -142,12 +154,13 @@ async def test_methods_a_path_does_not_document_get_405_with_allow(
     for template, item in doc["paths"].items():
         methods = {m.upper() for m in item}
         methods |= {"HEAD"} if "GET" in methods else set()
-        path = template.replace("{key}", KEY)
-        async with client.request("PATCH", path) as response:
+        path = expand(template, KEY)
+        method = "PUT" if "PATCH" in methods else "PATCH"  # one the path does not take
+        async with client.request(method, path) as response:
             answer = await response.json()
         allow = {m.strip() for m in response.headers.get("Allow", "").split(",")}
         if response.status != 405 or allow != methods or answer["error"] != "method_not_allowed":
-            problems.append(f"PATCH {template}: {response.status} Allow={allow} {answer}")
+            problems.append(f"{method} {template}: {response.status} Allow={allow} {answer}")
         refusal = doc["components"]["responses"]["MethodNotAllowed"]
         errors = probe.schema_errors(refusal["content"]["application/json"]["schema"], answer)
         problems += [f"PATCH {template}: {e.message}" for e in errors]
@@ -179,6 +192,7 @@ async def test_every_documented_status_is_answered_as_documented(
         return client
 
     fs = await start("fs")
+    await tus_answers(probe, fs, raw_connect, tmp_path / "server-0" / "data")
     await service_answers(probe, fs)
     await upload_answers(probe, fs, raw_connect)
     await read_answers(probe, fs, "fs")
@@ -198,8 +212,8 @@ async def test_every_documented_status_is_answered_as_documented(
     deadline = {"endpoint_url": str(silent.make_url("")), "request_deadline": 0.3}
     stalled = await start("s3", s3=deadline)
     await store_failure_answers(probe, stalled, "504")
-    assert probe.problems == []
-    assert probe.unreached() == []
+    assert probe.problems == [], "\n".join(probe.problems)
+    assert probe.unreached() == [], "\n".join(probe.unreached())
 
 
 async def service_answers(probe: Probe, client: Client) -> None:
@@ -342,7 +356,7 @@ async def auth_answers(probe: Probe, client: Client) -> None:
         await probe.send(
             client, method, template, KEY, headers=wrong, expect=401, code="unauthorized", **body
         )
-        if method not in ("GET", "HEAD"):  # a known token without the right
+        if method not in ("GET", "HEAD", "OPTIONS"):  # a known token without the right
             await probe.send(
                 client, method, template, KEY, headers=READER, expect=403, code="forbidden", **body
             )
@@ -354,11 +368,222 @@ async def auth_answers(probe: Probe, client: Client) -> None:
     query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
     await probe.send(client, "GET", "/videos/{key}", KEY, params=query, expect=200)
     await probe.send(client, "GET", "/download/{key}", KEY, params=query, expect=200)
+    await signed_tus_answers(probe, client)
     forged = {**query, "sig": "0" * 64}
     for method in ("GET", "HEAD"):
         for template in ("/videos/{key}", "/download/{key}"):
             code = None if method == "HEAD" else "forbidden"
             await probe.send(client, method, template, KEY, params=forged, expect=403, code=code)
+
+
+def _tus_request(template: str, method: str) -> dict[str, str]:
+    """Headers that get a tus request past its checks, to the store."""
+    headers = dict(TUS)
+    if template == "/uploads":
+        headers["Upload-Length"] = "10"
+    elif method == "PATCH":
+        headers.update({"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    elif method == "POST":
+        headers["X-HTTP-Method-Override"] = "DELETE"
+    return headers
+
+
+async def tus_answers(probe: Probe, client: Client, connect: Connect, data_dir: Path) -> None:
+    """tus at /uploads on fs: every status the document lists for it."""
+    for template in ("/uploads", "/uploads/{upload_id}"):
+        await probe.send(client, "OPTIONS", template, expect=204)
+    start = {**TUS, "Upload-Length": str(len(BODY))}
+    created = await probe.send(client, "POST", "/uploads", headers=start, expect=201)
+    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    item = "/uploads/{upload_id}"
+    octets = {**TUS, "Content-Type": "application/offset+octet-stream"}
+    at = lambda n: {**octets, "Upload-Offset": str(n)}  # noqa: E731
+    await probe.send(client, "PATCH", item, upload_id, data=BODY[:10], headers=at(0), expect=204)
+    await probe.send(client, "HEAD", item, upload_id, headers=TUS, expect=200)
+    await probe.send(
+        client,
+        "PATCH",
+        item,
+        upload_id,
+        data=b"x",
+        headers=at(0),
+        expect=409,
+        code="offset_mismatch",
+    )
+    wrong = {**at(10), "Upload-Checksum": "sha1 " + "A" * 27 + "="}
+    await probe.send(
+        client,
+        "PATCH",
+        item,
+        upload_id,
+        data=b"x",
+        headers=wrong,
+        expect=460,
+        code="upload_checksum_mismatch",
+    )
+    await probe.send(
+        client,
+        "PATCH",
+        item,
+        upload_id,
+        data=b"x",
+        headers={**TUS, "Upload-Offset": "10"},
+        expect=415,
+        code="unsupported_media_type",
+    )
+    await probe.send(
+        client,
+        "PATCH",
+        item,
+        upload_id,
+        data=b"x",
+        headers={**octets, "Upload-Offset": "x"},
+        expect=400,
+        code="invalid_upload_header",
+    )
+    await probe.send(
+        client, "PATCH", item, upload_id, data=BODY, headers=at(10), expect=413, code="too_large"
+    )
+    for method in ("HEAD", "PATCH", "DELETE", "POST"):
+        await probe.send(
+            client, method, item, upload_id, expect=412, code="tus_version_unsupported"
+        )
+    override = {**at(10), "X-HTTP-Method-Override": "PATCH"}
+    await probe.send(
+        client, "POST", item, upload_id, data=BODY[10:20], headers=override, expect=204
+    )
+    await probe.send(
+        client,
+        "POST",
+        item,
+        upload_id,
+        headers={**TUS, "X-HTTP-Method-Override": "HEAD"},
+        expect=200,
+    )
+    await probe.send(
+        client, "POST", item, upload_id, headers=TUS, expect=405, code="method_not_allowed"
+    )
+    # One PATCH holds the upload; a second one meanwhile gets 423.
+    holder = await connect(client)
+    await holder.send_head("PATCH", f"/uploads/{upload_id}", {**at(20), "Content-Length": "100"})
+    await holder.send(b"y")
+
+    async def locked() -> bool:
+        async with client.patch(f"/uploads/{upload_id}", data=b"z", headers=at(20)) as response:
+            return response.status == 423
+
+    await wait_for(locked, "423 while another PATCH runs")
+    await probe.send(
+        client,
+        "PATCH",
+        item,
+        upload_id,
+        data=b"z",
+        headers=at(20),
+        expect=423,
+        code="upload_locked",
+    )
+    await probe.send(
+        client, "DELETE", item, upload_id, headers=TUS, expect=423, code="upload_locked"
+    )
+    await holder.close()
+    await wait_for(lambda: _unlocked(client, upload_id), "the held PATCH to end")
+    await probe.send(client, "DELETE", item, upload_id, headers=TUS, expect=204)
+    for method in ("HEAD", "PATCH", "DELETE"):
+        headers = at(0) if method == "PATCH" else TUS
+        await probe.send(
+            client, method, item, upload_id, headers=headers, expect=404, code="not_found"
+        )
+    await probe.send(
+        client,
+        "POST",
+        item,
+        upload_id,
+        headers={**TUS, "X-HTTP-Method-Override": "DELETE"},
+        expect=404,
+        code="not_found",
+    )
+    await tus_creation_refusals(probe, client)
+    await tus_expired_answers(probe, client, data_dir)
+
+
+async def _unlocked(client: Client, upload_id: str) -> bool:
+    async with client.head(f"/uploads/{upload_id}", headers=TUS) as response:
+        offset = response.headers.get("Upload-Offset")
+    async with client.patch(
+        f"/uploads/{upload_id}",
+        data=b"",
+        headers={
+            **TUS,
+            "Upload-Offset": offset or "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    ) as response:
+        return response.status != 423
+
+
+async def tus_creation_refusals(probe: Probe, client: Client) -> None:
+    await probe.send(
+        client, "POST", "/uploads", headers=TUS, expect=400, code="invalid_upload_header"
+    )
+    await probe.send(
+        client,
+        "POST",
+        "/uploads",
+        headers={"Upload-Length": "1"},
+        expect=412,
+        code="tus_version_unsupported",
+    )
+    await client.put(f"/videos/{KEY}", data=BODY)
+    taken = base64.b64encode(KEY.encode()).decode()
+    only = {**TUS, "Upload-Length": "1", "Upload-Metadata": f"key {taken},create_only"}
+    await probe.send(
+        client, "POST", "/uploads", headers=only, expect=412, code="precondition_failed"
+    )
+    huge = {**TUS, "Upload-Length": str(10**15)}
+    await probe.send(client, "POST", "/uploads", headers=huge, expect=413, code="too_large")
+    typed = {**TUS, "Upload-Length": "3", "Content-Type": "text/plain"}
+    await probe.send(
+        client,
+        "POST",
+        "/uploads",
+        data=b"abc",
+        headers=typed,
+        expect=415,
+        code="unsupported_media_type",
+    )
+
+
+async def tus_expired_answers(probe: Probe, client: Client, data_dir: Path) -> None:
+    created = await client.post("/uploads", headers={**TUS, "Upload-Length": "10"})
+    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    info = data_dir / "uploads" / f"{upload_id}.info"
+    record = json.loads(info.read_text())
+    record["expires"] = 1.0  # long past, as time would make it
+    info.write_text(json.dumps(record))
+    item = "/uploads/{upload_id}"
+    await probe.send(client, "HEAD", item, upload_id, headers=TUS, expect=410)
+    at = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    await probe.send(
+        client, "PATCH", item, upload_id, data=b"a", headers=at, expect=410, code="upload_expired"
+    )
+
+
+async def signed_tus_answers(probe: Probe, client: Client) -> None:
+    """A signed tus creation URL from /sign, and the upload's own signed Location."""
+    grant = {"key": "tus/signed.bin", "method": "POST"}
+    signed = await probe.send(client, "POST", "/sign", json=grant, headers=WRITER, expect=200)
+    query = dict(parse_qsl(urlsplit(signed.json()["url"]).query))
+    start = {**TUS, "Upload-Length": "3"}
+    created = await probe.send(client, "POST", "/uploads", params=query, headers=start, expect=201)
+    location = urlsplit(created.headers["Location"])
+    upload_id, own = location.path.rsplit("/", 1)[1], dict(parse_qsl(location.query))
+    at = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    item = "/uploads/{upload_id}"
+    await probe.send(client, "PATCH", item, upload_id, params=own, headers=at, data=b"abc",
+                     expect=204)  # fmt: skip
+    forged = {**own, "sig": "0" * 64}
+    await probe.send(client, "HEAD", item, upload_id, params=forged, headers=TUS, expect=403)
 
 
 async def store_failure_answers(probe: Probe, client: Client, status: str) -> None:
@@ -368,6 +593,8 @@ async def store_failure_answers(probe: Probe, client: Client, status: str) -> No
             continue
         # The probe also checks the headers the document requires (Retry-After on 503).
         kwargs: dict[str, Any] = {"data": BODY} if "requestBody" in operation else {}
+        if template.startswith("/uploads"):
+            kwargs = {"headers": _tus_request(template, method)}
         await probe.send(client, method, template, KEY, expect=int(status), **kwargs)
     # /readyz turns whatever S3 says into 503: not ready.
     await probe.send(client, "GET", "/readyz", expect=503, code="upstream_unavailable")

@@ -28,9 +28,13 @@ from urllib.parse import quote, urlencode
 from .config import AuthConfig
 from .errors import Forbidden, Unauthorized
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+# OPTIONS: what a tus client asks first (OPTIONS /uploads) needs what a GET needs.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What POST /sign and `vidproxy sign` hand out.
-SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+# POST: a tus creation URL (POST /uploads?key=...) for that key, signed as a PUT.
+SIGNABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "POST"})
+# What an upload's own signed Location grants: every tus request on that upload.
+UPLOAD_GRANT = "TUS"
 MAX_TTL_SECONDS = 7 * 24 * 3600
 DEFAULT_TTL_SECONDS = 3600
 # The one keyed POST is POST /upload/{key}, which stores like PUT /videos/{key}.
@@ -116,7 +120,47 @@ class Authorizer:
         """The path and query of a URL granting ``method`` on ``key`` for ``ttl`` seconds."""
         expires = int(time.time()) + ttl
         query = urlencode({"expires": expires, "sig": self.signature(method, key, expires)})
+        if method.upper() == "POST":  # a tus creation for that key
+            return f"/uploads?{urlencode({'key': key})}&{query}", expires
         return f"/videos/{quote(key, safe='/')}?{query}", expires
+
+    def upload_query(self, upload_id: str, expires: int) -> str:
+        """The query of a tus upload's signed Location: HEAD, PATCH and DELETE on
+        that one upload until ``expires``, for a client that created it with a
+        signed URL and has no token."""
+        sig = self.signature(UPLOAD_GRANT, _upload_resource(upload_id), expires)
+        return urlencode({"expires": expires, "sig": sig})
+
+    def check_upload(self, request: Credentials, access: Access, upload_id: str) -> None:
+        """A request on one tus upload: a token, or that upload's signed Location."""
+        if not self._tokens_for(access) or "sig" not in request.query:
+            self.check(request, access)
+            return
+        upload = _GrantRequest(request)
+        self._check_signature(upload, _upload_resource(upload_id))
+
+
+def _upload_resource(upload_id: str) -> str:
+    return f"uploads/{upload_id}"
+
+
+@dataclass(frozen=True)
+class _GrantRequest:
+    """A request seen as the one grant an upload's signed Location carries."""
+
+    request: Credentials
+
+    @property
+    def method(self) -> str:
+        return UPLOAD_GRANT
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.request.headers
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.request.query
 
 
 def _bearer_token(request: Credentials) -> str | None:

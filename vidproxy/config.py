@@ -182,12 +182,30 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class UploadsConfig:
+    """Resumable (tus) uploads at /uploads."""
+
+    # An unfinished upload is dropped this long after its last PATCH.
+    expire_after: float = 86400.0
+    # How often expired uploads are looked for; 0: expire_after / 4, at most an hour.
+    sweep_interval: float = 0.0
+
+    @property
+    def sweep_every(self) -> float:
+        """Never less often than ``expire_after``, so an abandoned upload goes in time."""
+        if self.sweep_interval > 0:
+            return min(self.sweep_interval, self.expire_after)
+        return min(max(self.expire_after / 4, 0.5), 3600.0)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     fs: FsConfig = field(default_factory=FsConfig)
     s3: S3Config = field(default_factory=S3Config)
     cache: CacheConfig = field(default_factory=CacheConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
 
     @property
     def backend(self) -> str:
@@ -431,6 +449,8 @@ def _validate(config: Config) -> None:
         ),
         ("s3.abort_stale_uploads_after", s3.abort_stale_uploads_after >= 0, "must not be negative"),
         ("cache.idle_ttl", config.cache.idle_ttl > 0, "must be positive"),
+        ("uploads.expire_after", config.uploads.expire_after > 0, "must be positive"),
+        ("uploads.sweep_interval", config.uploads.sweep_interval >= 0, "must not be negative"),
         ("cache.revalidate_after", config.cache.revalidate_after >= -1, "must be -1 or more"),
         (
             "s3.endpoint_url",

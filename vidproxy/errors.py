@@ -13,6 +13,8 @@
     │   ├── SigningDisabled         400 signing_disabled: auth.signing_key is not set
     │   ├── ChecksumMismatch        400 checksum_mismatch
     │   ├── IncompleteBody          400 incomplete_body
+    │   ├── InvalidUploadHeader     400 invalid_upload_header: a tus Upload-* header is malformed
+    │   ├── UnsupportedChecksum     400 unsupported_checksum: an algorithm not offered
     │   └── MalformedRequest        400 malformed_request: aiohttp's parser refused it
     ├── Unauthorized                401 unauthorized: no credentials, or an unknown token
     ├── Forbidden                   403 forbidden: a token without the right, a bad signature
@@ -21,12 +23,18 @@
     ├── MethodNotAllowed            405 method_not_allowed
     ├── RequestTimeout              408 request_timeout: the head or the body stalled
     ├── LengthRequired              411 length_required
+    ├── OffsetMismatch              409 offset_mismatch: a tus PATCH not at the upload's offset
+    ├── UploadGone                  410 upload_expired: a tus upload past Upload-Expires
     ├── PreconditionFailed          412 precondition_failed
+    │   └── TusVersionUnsupported   412 tus_version_unsupported (carries Tus-Version)
     ├── TooLarge                    413 too_large
     ├── UriTooLong                  414 uri_too_long
+    ├── UnsupportedMediaType        415 unsupported_media_type: a PATCH not offset+octet-stream
     ├── RangeNotSatisfiable         416 range_not_satisfiable (carries the size)
     ├── ExpectationFailed           417 expectation_failed
+    ├── UploadLocked                423 upload_locked: another request is writing that upload
     ├── HeadersTooLarge             431 headers_too_large
+    ├── UploadChecksumMismatch      460 upload_checksum_mismatch: tus checksum extension
     ├── ObjectDamaged               500 object_damaged: stored bytes disagree with their record
     ├── UpstreamError               502 upstream_error: the store answered with an error
     ├── UpstreamUnavailable         503 upstream_unavailable: the store cannot be reached
@@ -114,6 +122,14 @@ class MalformedRequest(BadRequest):
     code = "malformed_request"
 
 
+class InvalidUploadHeader(BadRequest):
+    code = "invalid_upload_header"
+
+
+class UnsupportedChecksum(BadRequest):
+    code = "unsupported_checksum"
+
+
 class Unauthorized(VidproxyError):
     status = 401
     code = "unauthorized"
@@ -158,9 +174,26 @@ class LengthRequired(VidproxyError):
     code = "length_required"
 
 
+class OffsetMismatch(VidproxyError):
+    status = 409
+    code = "offset_mismatch"
+
+
+class UploadGone(VidproxyError):
+    status = 410
+    code = "upload_expired"
+
+
 class PreconditionFailed(VidproxyError):
     status = 412
     code = "precondition_failed"
+
+
+class TusVersionUnsupported(PreconditionFailed):
+    code = "tus_version_unsupported"
+
+    def headers(self) -> dict[str, str]:
+        return {"Tus-Version": "1.0.0"}
 
 
 class TooLarge(VidproxyError):
@@ -171,6 +204,11 @@ class TooLarge(VidproxyError):
 class UriTooLong(VidproxyError):
     status = 414
     code = "uri_too_long"
+
+
+class UnsupportedMediaType(VidproxyError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class RangeNotSatisfiable(VidproxyError):
@@ -191,9 +229,21 @@ class ExpectationFailed(VidproxyError):
     code = "expectation_failed"
 
 
+class UploadLocked(VidproxyError):
+    status = 423
+    code = "upload_locked"
+
+
 class HeadersTooLarge(VidproxyError):
     status = 431
     code = "headers_too_large"
+
+
+class UploadChecksumMismatch(VidproxyError):
+    """tus: "460 Checksum Mismatch"; none of that PATCH's bytes are kept."""
+
+    status = 460
+    code = "upload_checksum_mismatch"
 
 
 class ObjectDamaged(VidproxyError):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..conditions import ByteRange, RangeSpec, Validators
 from ..errors import ObjectDamaged
+from ..uploads.record import UploadRecord
 
 # What a reader's stream yields: a cache following a fill hands out views of
 # the bytes it holds (never of a buffer that is reused) rather than copies.
@@ -193,4 +194,53 @@ class Store(Protocol):
 
     async def check_ready(self) -> None:
         """Raise ``UpstreamUnavailable`` unless the backend answers."""
+        ...
+
+
+class AppendSource(Protocol):
+    """One tus PATCH body, appended at the upload's offset."""
+
+    # True when the body carries a checksum: its bytes count only once the whole
+    # body is read and matched, so nothing may become the upload's before that.
+    verified_at_end: bool
+
+    async def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer``; fewer bytes at the end of the body, or where it was
+        cut off (then the bytes that did arrive are still the upload's, and the
+        caller raises the cut afterwards). Raises on a checksum mismatch."""
+        ...
+
+
+class ResumableStore(Protocol):
+    """Where tus uploads keep their records and bytes: in the backend itself, so
+    any replica and any restart continues an upload. Every method raises
+    ``NotFound`` for an upload it does not hold."""
+
+    async def create(self, record: UploadRecord) -> None:
+        """Store a new record (its id is fresh)."""
+        ...
+
+    async def load(self, upload_id: str) -> UploadRecord: ...
+
+    async def append(self, record: UploadRecord, source: AppendSource) -> StoredObject | None:
+        """Store the body at ``record.offset``, keep ``record`` up to date with what
+        is durable (saved as it goes), and finish the upload once its last byte is
+        stored (the object appears under ``record.key``): returns it then."""
+        ...
+
+    async def finish_empty(self, record: UploadRecord) -> StoredObject:
+        """Finish an upload whose bytes are all stored but not yet an object
+        (a zero-length upload, a deferred length declared at the offset)."""
+        ...
+
+    async def save(self, record: UploadRecord) -> None:
+        """Write ``record`` back (a changed expiry or a declared length)."""
+        ...
+
+    async def terminate(self, record: UploadRecord) -> None:
+        """Drop the upload: its bytes, parts and record."""
+        ...
+
+    def records(self) -> AsyncIterator[UploadRecord]:
+        """Every upload record, for the expiry sweep."""
         ...

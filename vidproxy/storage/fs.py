@@ -154,6 +154,24 @@ class FsStore:
             await asyncio.to_thread(tmp_path.unlink, missing_ok=True)
         return StoredObject(key, size, info.etag, content_type, sha256)
 
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    async def adopt(
+        self, key: str, path: Path, content_type: str, sha256: str, *, create_only: bool = False
+    ) -> StoredObject:
+        """Make ``path``, a whole fsynced file on the same filesystem (a finished
+        tus upload), the key's new version, as ``put`` commits its temp file."""
+        size = (await asyncio.to_thread(path.stat)).st_size
+        version = f"{key_digest(key)}.{ULID()}"
+        info = ObjectInfo(key, size, f'"{sha256[:32]}"', datetime.now(UTC), content_type, sha256)
+        meta = {**info.to_record(), "data": version}
+        async with self._lock(key):
+            old = await asyncio.to_thread(self._commit, key, path, meta, create_only)
+            await self._retire(old)
+        return StoredObject(key, size, info.etag, content_type, sha256)
+
     async def _receive(self, source: UploadSource, path: Path) -> int:
         size = 0
         # One buffer throughout: each write is done before the next readinto. Lazy:

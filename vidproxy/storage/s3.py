@@ -12,7 +12,7 @@ import enum
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -228,6 +228,9 @@ class S3Store:
         self._creating = KeyLocks()
         # Ids of the multipart uploads this process is sending: the sweeper skips them.
         self._live_uploads: set[str] = set()
+        # Set by the tus store: the multipart uploads of live tus records (any
+        # replica's), which the stale-upload sweep keeps too.
+        self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
         self._probing = asyncio.Lock()
         self._probe_failed = False
         self._digests = DigestRecords(client, cfg.bucket, self._call, self.spawn)
@@ -241,6 +244,31 @@ class S3Store:
     def _call(self, operation: str) -> AbstractAsyncContextManager[None]:
         """The error mapping and deadline of one S3 request."""
         return s3_call(operation, self._cfg.request_deadline)
+
+    # What the resumable (tus) store builds on: the same client, bucket and settings.
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def config(self) -> S3Config:
+        return self._cfg
+
+    def count_part(self) -> None:
+        self._count_part()
+
+    def call(self, operation: str) -> AbstractAsyncContextManager[None]:
+        """One S3 request's error mapping and deadline, for the tus store's calls."""
+        return self._call(operation)
+
+    def create_only_commit(self, key: str) -> AbstractAsyncContextManager[Any]:
+        """The commit conditions of a create-only write of ``key`` (one per key at
+        a time in this process, each looking first), for a finishing tus upload."""
+        return self._create_only_commit(key)
 
     def _count_request(self, model: Any, params: Any, context: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
@@ -262,9 +290,12 @@ class S3Store:
 
     def start_sweeper(self, older_than: float) -> None:
         sweep = sweep_forever(
-            self._client, self._bucket, older_than, self._call, self._live_uploads
+            self._client, self._bucket, older_than, self._call, self._live_uploads, self._kept
         )
         self._sweeper = asyncio.ensure_future(sweep)
+
+    async def _kept(self) -> set[str]:
+        return await self.keep_uploads() if self.keep_uploads is not None else set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` beside requests; ``close`` waits for it."""

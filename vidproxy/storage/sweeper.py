@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ErrorMapper = Callable[[str], AbstractAsyncContextManager[None]]
+# The S3 upload ids a sweep must leave alone besides this process's own: those of
+# live tus uploads (any replica's), idle between PATCHes for as long as their
+# own expiry allows.
+KeepIds = Callable[[], Awaitable[set[str]]]
+
+
+async def _nothing_to_keep() -> set[str]:
+    return set()
+
+
 # Sweep this often, but never less often than the age limit allows.
 MAX_SWEEP_INTERVAL = 3600.0
 MIN_SWEEP_INTERVAL = 1.0
@@ -57,15 +67,21 @@ async def abort_stale_uploads(
     *,
     live: Collection[str] = (),
     state: SweepState | None = None,
+    keep: KeepIds = _nothing_to_keep,
 ) -> int:
     """One sweep: abort the uploads idle for ``older_than`` seconds; returns how many."""
     state = state if state is not None else SweepState()
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     stale_empty: set[str] = set()
     aborted = 0
+    kept: set[str] | None = None
     async for upload in _list_uploads(client, bucket, errors):
         upload_id = str(upload["UploadId"])
         if upload_id in live or upload["Initiated"] > cutoff:
+            continue
+        if kept is None:
+            kept = await keep()
+        if upload_id in kept:
             continue
         try:
             if not await _is_stale(client, bucket, upload, cutoff, state, stale_empty, errors):
@@ -169,13 +185,16 @@ async def sweep_forever(
     older_than: float,
     errors: ErrorMapper,
     live: Collection[str] = (),
+    keep: KeepIds = _nothing_to_keep,
 ) -> None:
     """Sweep now and every ``sweep_interval``; only cancellation ends it."""
     interval = sweep_interval(older_than)
     state = SweepState()
     while True:
         try:
-            await abort_stale_uploads(client, bucket, older_than, errors, live=live, state=state)
+            await abort_stale_uploads(
+                client, bucket, older_than, errors, live=live, state=state, keep=keep
+            )
         except VidproxyError as exc:
             log.warning("stale upload sweep failed: %s; next in %g s", exc.message, interval)
         except Exception:

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from ..auth import Authorizer
 from ..config import Config
-from ..storage.base import Store
+from ..storage.base import ResumableStore, Store
+from ..uploads.locks import UploadLocks
 from .limits import InFlight, UploadSlots
 from .metrics import Metrics
 
@@ -16,3 +17,5 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", Authorizer)
 UPLOADS = web.AppKey("uploads", UploadSlots)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+RESUMABLE = web.AppKey("resumable", ResumableStore)
+TUS_LOCKS = web.AppKey("tus_locks", UploadLocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from ..errors import (
     LengthRequired,
     RequestTimeout,
     TooLarge,
+    UploadChecksumMismatch,
+    VidproxyError,
 )
 from ..hashing import BackgroundHash
+from ..uploads.headers import Checksum
 from .protocol import forgive_finished_body
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -178,3 +182,90 @@ def _expected_sha256(request: web.Request) -> str | None:
     if not _SHA256_RE.fullmatch(value.strip()):
         raise InvalidChecksum("X-Content-SHA256 must be 64 hex digits")
     return value.strip().lower()
+
+
+class PatchBody(RequestBody):
+    """A tus PATCH body: implements ``storage.base.AppendSource``.
+
+    "An offset is a promise": when the client goes away or stalls, ``readinto``
+    hands over what did arrive and ends, so the store keeps those bytes; the cut
+    is raised afterwards (``raise_failure``). With ``Upload-Checksum`` no byte can
+    count before the whole body matched, so a cut or a mismatch raises at once."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        max_bytes: int,
+        read_timeout: float,
+        min_rate: MinRate | None,
+        checksum: Checksum | None,
+    ) -> None:
+        super().__init__(request, max_bytes, read_timeout, min_rate)
+        self._checksum = checksum
+        self._checksum_hash = hashlib.new(checksum.algorithm) if checksum else None
+        self.verified_at_end = checksum is not None
+        self.failure: VidproxyError | None = None
+        self._ended = False
+        self._lost: IncompleteBody | None = None
+
+    async def _read_some(self) -> bytes:
+        if self._lost is not None:
+            raise self._lost
+        return await super()._read_some()
+
+    def _salvage_complete_body(self) -> bytes:
+        if self._content.is_eof():
+            return super()._salvage_complete_body()
+        # Cut off: aiohttp raises the loss before the bytes it still holds, which
+        # did arrive and belong to the upload; hand them over, then the cut.
+        self._lost = IncompleteBody("the client closed the connection before the body ended")
+        forgive_finished_body(self._content)  # the loss is raised after these bytes
+        rest = self._content.read_nowait()
+        if not rest:
+            raise self._lost
+        return rest
+
+    @property
+    def received(self) -> int:
+        return self._received
+
+    async def readinto(self, buffer: memoryview) -> int:
+        if self._ended:
+            return 0
+        filled = 0
+        try:
+            while filled < len(buffer):
+                piece = self._pending or memoryview(await self._read_some())
+                if not piece:
+                    break
+                n = min(len(piece), len(buffer) - filled)
+                buffer[filled : filled + n] = piece[:n]
+                self._pending = piece[n:]
+                filled += n
+        except (IncompleteBody, RequestTimeout) as exc:
+            self._cut(exc)
+        if self._checksum_hash is not None and filled:
+            await asyncio.to_thread(self._checksum_hash.update, buffer[:filled])
+        if filled < len(buffer) and not self._ended:
+            self._end()
+        return filled
+
+    def _cut(self, exc: VidproxyError) -> None:
+        if self._checksum is not None:
+            raise exc  # bytes that cannot be checked are not kept
+        self.failure = exc
+        self._ended = True
+
+    def _end(self) -> None:
+        self._ended = True
+        if self.content_length is not None and self._received != self.content_length:
+            self._cut(IncompleteBody(f"received {self._received} of {self.content_length} bytes"))
+        checksum, hashed = self._checksum, self._checksum_hash
+        if checksum is not None and hashed is not None and hashed.digest() != checksum.digest:
+            raise UploadChecksumMismatch(
+                f"the body does not match its Upload-Checksum ({checksum.algorithm})"
+            )
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure

@@ -29,6 +29,14 @@ ALLOWED_HEADERS = (
     "If-Unmodified-Since",
     "If-Range",
     "X-Content-SHA256",
+    # tus (/uploads)
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
 )
 # Response headers a page may read besides the CORS-safelisted ones (Content-Type,
 # Content-Length, Last-Modified...): what players and resuming downloaders need.
@@ -42,6 +50,18 @@ EXPOSED_HEADERS = (
     "X-Cache",
     "Location",
     "Retry-After",
+    # tus (/uploads)
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Expires",
+    "X-Video-Key",
 )
 # How long a browser may reuse a preflight's answer (Chromium caps it at 2 h).
 PREFLIGHT_MAX_AGE_SECONDS = 3600
@@ -77,9 +97,13 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def preflight_answer(request: web.Request) -> web.Response:
     """204 with what the route allows, or 403 when the origin is not configured."""
     not_allowed = request.match_info.http_exception
-    if not isinstance(not_allowed, web.HTTPMethodNotAllowed):
-        # No route at this path (404), or one that takes OPTIONS (none does).
-        raise not_allowed or web.HTTPNotFound()
+    resource = request.match_info.route.resource
+    if isinstance(not_allowed, web.HTTPMethodNotAllowed):
+        allowed = set(not_allowed.allowed_methods)
+    elif not_allowed is None and resource is not None:
+        allowed = {route.method for route in resource}  # a route that takes OPTIONS (tus)
+    else:
+        raise not_allowed or web.HTTPNotFound()  # no route at this path
     configured = request.app[CONFIG].server.cors_origins
     origin = request.headers[hdrs.ORIGIN]
     allow = allowed_origin(configured, origin)
@@ -87,7 +111,7 @@ def preflight_answer(request: web.Request) -> web.Response:
         setting = "is empty" if not configured else "does not list it"
         raise OriginNotAllowed(f"cross-origin requests from {origin} are not allowed "
                                f"(server.cors_origins {setting})")  # fmt: skip
-    methods = sorted(not_allowed.allowed_methods | {hdrs.METH_OPTIONS})
+    methods = sorted(allowed | {hdrs.METH_OPTIONS})
     headers = {
         hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: allow,
         hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(methods),

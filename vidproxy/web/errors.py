@@ -66,10 +66,19 @@ def error_headers(exc: VidproxyError) -> dict[str, str]:
     return {**exc.headers(), **exc.extra_headers}
 
 
+# Statuses outside the IANA registry that vidproxy answers, with their phrase.
+_EXTRA_REASONS = {460: "Checksum Mismatch"}  # tus checksum extension
+
+
+def reason_phrase(status: int) -> str:
+    return _EXTRA_REASONS.get(status) or HTTPStatus(status).phrase
+
+
 def error_response(exc: VidproxyError) -> web.Response:
     return web.Response(
         body=error_body(exc),
         status=exc.status,
+        reason=reason_phrase(exc.status),
         content_type="application/json",
         headers=error_headers(exc),
     )
@@ -80,7 +89,7 @@ def raw_error_answer(exc: VidproxyError) -> bytes:
     aiohttp could answer through; the connection closes after it."""
     body = error_body(exc)
     lines = [
-        f"HTTP/1.1 {exc.status} {HTTPStatus(exc.status).phrase}",
+        f"HTTP/1.1 {exc.status} {reason_phrase(exc.status)}",
         "Content-Type: application/json; charset=utf-8",
         f"Content-Length: {len(body)}",
         "Connection: close",

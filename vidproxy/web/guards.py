@@ -20,6 +20,7 @@ from .errors import error_response
 # Routes anyone may call: probes, metrics, the page, its icon and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/favicon.ico"})
 SIGN_PATH = "/sign"
+TUS_CREATION_PATH = "/uploads"
 
 
 def authorize(request: web.Request) -> None:
@@ -28,8 +29,15 @@ def authorize(request: web.Request) -> None:
     if request.path == SIGN_PATH:
         _check_signer(request)
         return
+    access = access_for(request.method)
+    upload_id = request.match_info.get("upload_id")
+    if upload_id is not None:
+        request.app[AUTH].check_upload(request, access, upload_id)
+        return
     key = request.match_info.get("key")
-    request.app[AUTH].check(request, access_for(request.method), key)
+    if request.path == TUS_CREATION_PATH and request.method == "POST":
+        key = request.query.get("key")  # a signed tus creation URL names its key
+    request.app[AUTH].check(request, access, key)
 
 
 def _check_signer(request: web.Request) -> None:

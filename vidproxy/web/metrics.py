@@ -54,8 +54,26 @@ class Metrics:
             "vidproxy_uploads_in_flight", "Uploads being received", registry=self.registry
         )
         uploads.set_function(uploads_in_flight)
+        self._tus_uploads = Counter(
+            "vidproxy_tus_uploads",
+            "tus uploads by event: created, resumed (a HEAD finding bytes to continue"
+            " after), completed, expired, terminated",
+            ("event",),
+            registry=self.registry,
+        )
+        self._tus_bytes = Counter(
+            "vidproxy_tus_stored_bytes",
+            "Bytes tus PATCHes stored durably",
+            registry=self.registry,
+        )
         self._store = _StoreCollector()
         self.registry.register(self._store)
+
+    def tus_event(self, event: str) -> None:
+        self._tus_uploads.labels(event).inc()
+
+    def tus_bytes(self, count: int) -> None:
+        self._tus_bytes.inc(count)
 
     def watch_store(
         self, stats: StoreStats, cache_figures: Callable[[], CacheFigures] | None

@@ -1,0 +1,53 @@
+"""Drop tus uploads past their expiry: unfinished ones (parts aborted, tail and
+record removed) and the records finished ones keep for late HEADs.
+
+Every ``uploads.sweep_every`` seconds, so an abandoned upload is gone within
+``expire_after`` plus one interval. A live upload is never dropped: each PATCH
+pushes its expiry back as its parts land, and an upload this process is writing
+is skipped whatever its record says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ..errors import NotFound, UpstreamError, UpstreamUnavailable
+from .base import ResumableStore
+
+log = logging.getLogger(__name__)
+
+
+async def sweep_expired(
+    store: ResumableStore, busy: Callable[[str], bool], on_expired: Callable[[], None]
+) -> int:
+    dropped = 0
+    async for record in store.records():
+        if busy(record.id) or time.time() < record.expires:
+            continue
+        try:
+            await store.terminate(record)
+        except NotFound:
+            continue  # another replica swept it first
+        if not record.completed:
+            on_expired()
+            dropped += 1
+    if dropped:
+        log.info("dropped %d expired tus upload(s)", dropped)
+    return dropped
+
+
+async def sweep_expired_forever(
+    store: ResumableStore,
+    interval: float,
+    busy: Callable[[str], bool],
+    on_expired: Callable[[], None],
+) -> None:
+    while True:
+        try:
+            await sweep_expired(store, busy, on_expired)
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            log.warning("expired upload sweep failed: %s", exc.message)
+        await asyncio.sleep(interval)
