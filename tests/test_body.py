@@ -16,8 +16,8 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import PART_SIZE, Connect, chunked
-from rigs import objects
 from rigs.objects import nothing_pending, stored
+from rigs.objects import put_untyped as put
 from yarl import URL
 
 from vidproxy.config import Config
@@ -38,11 +38,6 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-async def put(client: Client, key: str, body: bytes, **headers: str) -> Any:
-    # Without aiohttp's default Content-Type, as curl sends a file.
-    return await objects.put(client, key, body, skip_auto_headers=("Content-Type",), **headers)
 
 
 async def pieces(body: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:

@@ -33,6 +33,7 @@ from rclone_rig import (
     new_bucket,
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import put
 
 from vidproxy.config import Config
 from vidproxy.keys import is_reserved
@@ -40,6 +41,7 @@ from vidproxy.storage.base import ObjectInfo
 from vidproxy.storage.digests import (
     RECORD_PREFIX,
     DigestRecord,
+    is_record_path,
     record_key,
     with_recorded_sha256,
 )
@@ -66,6 +68,14 @@ def test_a_record_key_is_reserved_and_short_whatever_the_key() -> None:
         assert name.startswith(RECORD_PREFIX) and is_reserved(name)
         assert len(name) == len(RECORD_PREFIX) + 64
     assert record_key("a") != record_key("b")
+
+
+def test_only_requests_for_records_are_taken_for_them() -> None:
+    name = record_key("clip.mp4")
+    assert is_record_path(f"/videos/{name}", "videos")  # path-style
+    assert is_record_path(f"/{name}", "videos")  # virtual-host
+    assert not is_record_path(f"/videos/dir/{name}", "videos")  # a user key
+    assert not is_record_path("/videos/clip.mp4", "videos")
 
 
 def test_a_record_reads_back_as_written() -> None:
@@ -172,12 +182,6 @@ def rig(request: pytest.FixtureRequest) -> Rig:
 @pytest.fixture(params=["moto", "rclone"])
 def s3_rig(request: pytest.FixtureRequest) -> Rig:
     return make_rig(str(request.param), request)
-
-
-async def put(client: Client, key: str, body: bytes, **headers: str) -> dict[str, Any]:
-    response = await client.put(f"/videos/{key}", data=body, headers=headers)
-    assert response.status == 201, await response.text()
-    return await response.json()  # type: ignore[no-any-return]
 
 
 async def assert_reports(
@@ -308,9 +312,38 @@ async def test_a_malformed_record_costs_the_header_not_the_answer(
         Key=record_key("clip.mp4"),
         Body=forged(record),
     )
-    got = await fetch(client, "clip.mp4")
+    reader = await s3_rig.vidproxy(cache={"enabled": False})  # one that must read the record
+    got = await fetch(reader, "clip.mp4")
     assert (got.status, got.body == body) == (200, True)
     assert "X-Content-SHA256" not in got.headers
+
+
+async def test_a_replica_sees_the_record_another_one_wrote(s3_rig: Rig) -> None:
+    first, second = payload(MULTIPART, 14), payload(MULTIPART, 15)
+    one = await s3_rig.vidproxy(cache={"enabled": False})
+    other = await s3_rig.vidproxy(cache={"enabled": False})
+    await put(one, "clip.mp4", first)
+    await assert_reports(one, "clip.mp4", first, None)  # known to this process now
+    await put(other, "clip.mp4", second)
+    await assert_reports(one, "clip.mp4", second, None)
+    await assert_reports(other, "clip.mp4", second, None)
+
+
+async def test_a_digest_this_process_knows_costs_no_record_get(
+    make_config: Any, start_vidproxy: Any, s3_faults: S3Faults
+) -> None:
+    body = payload(MULTIPART, 16)
+    config = make_config("s3", s3={"endpoint_url": s3_faults.url}, cache={"enabled": False})
+    await put(await start_vidproxy(config), "clip.mp4", body)
+
+    def record_gets() -> int:
+        return len(s3_faults.requests(lambda r: r.method == "GET" and RECORD_PREFIX in r.path))
+
+    restarted = await start_vidproxy(config)
+    await assert_reports(restarted, "clip.mp4", body, None)
+    assert record_gets() == 1  # the HEAD's; the GET after it knew the digest
+    await assert_reports(restarted, "clip.mp4", body, None)
+    assert record_gets() == 1
 
 
 # ---- 1 GiB, streamed both ways ------------------------------------------------------------------
@@ -400,14 +433,15 @@ async def test_a_record_that_cannot_be_read_costs_the_header_not_the_answer(
     config = make_config("s3", s3={"endpoint_url": s3_faults.url}, cache={"enabled": False})
     client = await start_vidproxy(config)
     await put(client, "clip.mp4", body)
+    reader = await start_vidproxy(config)  # one that must read the record
     s3_faults.rule = failing_records("GET")
     for method in ("HEAD", "GET"):
-        got = await fetch(client, "clip.mp4", method)
+        got = await fetch(reader, "clip.mp4", method)
         assert got.status == 200
         assert "X-Content-SHA256" not in got.headers
-    assert (await fetch(client, "clip.mp4")).body == body
+    assert (await fetch(reader, "clip.mp4")).body == body
     s3_faults.rule = None
-    assert (await fetch(client, "clip.mp4", "HEAD")).headers["X-Content-SHA256"] == sha256(body)
+    assert (await fetch(reader, "clip.mp4", "HEAD")).headers["X-Content-SHA256"] == sha256(body)
 
 
 async def test_a_record_that_cannot_be_written_leaves_the_upload_stored(
@@ -482,7 +516,8 @@ async def test_verify_checks_multipart_objects_against_their_records(
 async def test_a_listing_is_not_cut_short_by_the_records(s3_rig: Rig) -> None:
     """Records sort before most keys ("." < digits and letters): a page that runs
     into them is filled from past them."""
-    user_keys = ["-first.mp4", "01J0.mp4", "b.mp4", "c.mp4"]
+    # ".vidproxy.mp4" sorts just before the records (".vidproxy/...").
+    user_keys = ["-first.mp4", ".vidproxy.mp4", "01J0.mp4", "b.mp4", "c.mp4"]
     records = [record_key(f"r{n}") for n in range(5)]
     for name in [*user_keys, *records]:
         await s3_rig.put_behind(name, b"x")
@@ -497,3 +532,6 @@ async def test_a_listing_is_not_cut_short_by_the_records(s3_rig: Rig) -> None:
             break
         after = page["next_after"]
     assert seen == user_keys
+    # A cursor at the prefix's bare name (reserved too) does not skip what follows it.
+    response = await client.get("/videos", params={"limit": "2", "after": ".vidproxy"})
+    assert [item["key"] for item in (await response.json())["items"]] == user_keys[1:3]

@@ -81,12 +81,15 @@ def test_key_digest_is_stable_and_differs_between_keys() -> None:
     assert key_digest("clip.mp4") != key_digest("clip.mp4.gz")
 
 
-@pytest.mark.parametrize("key", [".vidproxy/uploads/x", ".vidproxy/a"])
+# ".vidproxy" itself: on rclone an object of that name and the directory of
+# vidproxy's records cannot both exist (the second PutObject fails).
+@pytest.mark.parametrize("key", [".vidproxy/uploads/x", ".vidproxy/a", ".vidproxy"])
 def test_keys_under_the_reserved_prefix_are_refused(key: str) -> None:
     with pytest.raises(InvalidKey, match="vidproxy's own records"):
         validate_key(key)
 
 
 def test_a_key_that_only_resembles_the_reserved_prefix_is_valid() -> None:
-    assert validate_key(".vidproxy") == ".vidproxy"
+    assert validate_key(".vidproxyx") == ".vidproxyx"
     assert validate_key(".vidproxyx/a") == ".vidproxyx/a"
+    assert validate_key("a/.vidproxy") == "a/.vidproxy"

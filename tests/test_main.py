@@ -13,10 +13,13 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
 from fault_rig import VidproxyProcess, running
+
+from vidproxy.auth import Authorizer
 
 Wait = Callable[..., Awaitable[None]]
 NO_AWS_CREDENTIALS = {
@@ -201,13 +204,21 @@ def test_a_secret_file_that_is_not_utf8_stops_serve_with_one_line(tmp_path: Path
     )
 
 
-def test_sign_explains_method_and_does_not_offer_head() -> None:
+def test_sign_explains_method_and_a_head_url_is_the_get_url(tmp_path: Path) -> None:
     shown = vidproxy("sign", "--help")
     assert shown.returncode == 0
-    assert "GET (download, HEAD too), PUT (upload) or DELETE" in " ".join(shown.stdout.split())
-    refused = vidproxy("sign", "clip.mp4", "--method", "HEAD")
-    assert refused.returncode == 2
-    assert "invalid choice: 'HEAD'" in refused.stderr
+    text = " ".join(shown.stdout.split())
+    assert "GET (download; the URL answers HEAD too), HEAD (the same URL as GET)" in text
+    assert "PUT (upload) or DELETE (default: GET)" in text
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPROXY_")}
+    env["VIDPROXY_AUTH_SIGNING_KEY"] = "a-signing-key"
+    head = subprocess.run(
+        [sys.executable, "-m", "vidproxy", "sign", "clip.mp4", "--method", "head"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    query = dict(parse_qsl(urlsplit(head).query))
+    signer = Authorizer((), (), b"a-signing-key")
+    assert query["sig"] == signer.signature("GET", "clip.mp4", int(query["expires"]))
 
 
 def test_sign_refuses_a_base_url_that_names_the_collection(tmp_path: Path) -> None:

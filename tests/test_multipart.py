@@ -18,6 +18,7 @@ from fault_rig import (
     payload,
     s3_faults_fixture,  # noqa: F401
 )
+from rigs.objects import put
 
 from vidproxy.storage.multipart import SEND_SLICE, PartBody, PartBuffers
 
@@ -27,12 +28,6 @@ MULTIPART = 2 * PART_SIZE + 1000
 
 def md5_tag(data: bytes) -> str:
     return f'"{hashlib.md5(data).hexdigest()}"'
-
-
-async def put(client: Client, key: str, body: bytes) -> Any:
-    response = await client.put(f"/videos/{key}", data=body)
-    assert response.status == 201, await response.text()
-    return await response.json()
 
 
 # ---- PartBody and PartBuffers -------------------------------------------------------

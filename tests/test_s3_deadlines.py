@@ -24,7 +24,6 @@ from fault_rig import (
     is_upload_part,
     object_bytes,
     payload,
-    pending_uploads,
     s3_faults_fixture,  # noqa: F401
 )
 from rclone_rig import (
@@ -32,6 +31,8 @@ from rclone_rig import (
     rclone_bucket_fixture,  # noqa: F401
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending
+from rigs.s3 import unfinished_uploads
 
 from vidproxy.config import Config
 from vidproxy.web.appkeys import UPLOADS
@@ -48,15 +49,6 @@ DEADLINE = 1.0  # seconds: s3.request_deadline where a test waits for it
 GENEROUS_DEADLINE = 30.0
 ANSWER_TIMEOUT = 60.0
 DEFAULT_SLOTS = 64  # server.max_concurrent_uploads' default
-
-
-def unfinished(s3: Any, bucket: str) -> list[str]:
-    """The bucket's unfinished multipart uploads (rclone answers NoSuchUpload for a
-    bucket that never had one)."""
-    try:
-        return pending_uploads(s3, bucket)
-    except s3.exceptions.NoSuchUpload:
-        return []
 
 
 def on_rclone(make_config: MakeConfig, endpoint: str, bucket: str, **s3: Any) -> Config:
@@ -88,7 +80,7 @@ async def test_a_put_under_an_objects_name_is_answered_at_once_on_rclone(
     assert (await response.json())["error"] == "upstream_error"
     s3 = boto3_client(rclone_endpoint)
     assert await asyncio.to_thread(object_bytes, s3, rclone_bucket, "f") == outer
-    assert await asyncio.to_thread(unfinished, s3, rclone_bucket) == []
+    assert await unfinished_uploads(s3, rclone_bucket) == []
     assert client.app[UPLOADS].in_use == 0
 
 
@@ -139,10 +131,9 @@ async def test_an_upload_whose_s3_request_stalls_is_504_and_leaves_nothing(
     assert f"S3 {operation} got no answer within s3.request_deadline (1 s)" in caplog.text
     assert object_bytes(s3, bucket, "clip") == old
 
-    async def nothing_pending() -> bool:
-        return await asyncio.to_thread(unfinished, s3, bucket) == []
-
-    await wait_until(nothing_pending, "the stalled upload to be aborted")
+    await nothing_pending(
+        lambda: unfinished_uploads(s3, bucket), what="the stalled upload to be aborted"
+    )
     assert client.app[UPLOADS].in_use == 0
 
 

@@ -29,6 +29,8 @@ from rclone_rig import (
     rclone_bucket_fixture,  # noqa: F401
     rclone_endpoint_fixture,  # noqa: F401
 )
+from rigs.objects import nothing_pending
+from rigs.s3 import unfinished_uploads as pending
 
 from vidproxy.config import Config
 from vidproxy.web.appkeys import STORE
@@ -41,9 +43,9 @@ Wait = Callable[..., Awaitable[None]]
 KEY = "clip.mp4"
 MULTIPART = 2 * PART_SIZE + 1000
 FIRST = PART_SIZE + 70_000  # bytes sent before the upload pauses: one part is in S3
-# Sweep every second (a quarter of this, at least 1 s); a part younger than this is activity.
-IDLE_LIMIT = 4.0
-SWEEPS = 20.0  # seconds to wait for a few sweeps under load
+# Sweep every 2 s (a quarter of this); a part younger than this is activity.
+IDLE_LIMIT = 8.0
+SWEEPS = 40.0  # seconds to wait for a few sweeps (of up to IDLE_LIMIT) on a loaded machine
 
 
 def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
@@ -51,10 +53,6 @@ def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
         return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
     except s3.exceptions.NoSuchUpload:  # rclone, for a bucket that never had one
         return []
-
-
-async def pending(s3: Any, bucket: str) -> list[str]:
-    return [u["Key"] for u in await asyncio.to_thread(uploads, s3, bucket)]
 
 
 def orphan(s3: Any, bucket: str, key: str, *, parts: int = 1) -> str:
@@ -79,11 +77,21 @@ async def wait_for_sweeps(client: Client, count: int, wait_until: Wait) -> None:
     await wait_until(swept, f"{count} more sweeps", within=SWEEPS)
 
 
-async def nothing_pending(s3: Any, bucket: str, wait_until: Wait) -> None:
-    async def none() -> bool:
-        return await pending(s3, bucket) == []
+async def all_stale_aborted(s3: Any, bucket: str) -> None:
+    await nothing_pending(lambda: pending(s3, bucket), SWEEPS, "every stale upload to be aborted")
 
-    await wait_until(none, "every stale upload to be aborted", within=SWEEPS)
+
+def sweep_requests(s3_faults: S3Faults) -> list[str]:
+    """The sweeper's requests in order: "list" (a sweep begins), "parts", "abort"."""
+    names = []
+    for r in s3_faults.seen:
+        if is_list_uploads(r):
+            names.append("list")
+        elif r.method == "GET" and "uploadId" in r.query:
+            names.append("parts")
+        elif r.method == "DELETE" and "uploadId" in r.query:
+            names.append("abort")
+    return names
 
 
 def sweeping(make_config: MakeConfig, limit: float = IDLE_LIMIT, **s3: Any) -> Config:
@@ -94,15 +102,21 @@ def sweeping(make_config: MakeConfig, limit: float = IDLE_LIMIT, **s3: Any) -> C
 
 
 async def test_an_upload_is_stale_once_its_newest_part_is_older_than_the_limit(
-    make_config: MakeConfig, start_vidproxy: Start, s3: Any, bucket: str, wait_until: Wait
+    make_config: MakeConfig,
+    start_vidproxy: Start,
+    s3_faults: S3Faults,
+    s3: Any,
+    bucket: str,
+    wait_until: Wait,
 ) -> None:
     # moto says it began in 2010; its part, just sent, says it is alive.
     orphan(s3, bucket, "recent.mp4")
-    client = await start_vidproxy(sweeping(make_config))
-    await wait_for_sweeps(client, 2, wait_until)
-    assert await pending(s3, bucket) == ["recent.mp4"]
-    # Idle from now on: a sweep after IDLE_LIMIT seconds aborts it.
-    await nothing_pending(s3, bucket, wait_until)
+    await start_vidproxy(sweeping(make_config, endpoint_url=s3_faults.url))
+    await all_stale_aborted(s3, bucket)  # idle from now on: aborted in time
+    order = sweep_requests(s3_faults)
+    # The sweep at start looked at its parts and kept it; a later one aborted it.
+    assert order[:2] == ["list", "parts"], order
+    assert order.index("abort") > order.index("list", 1), order
 
 
 async def test_an_upload_without_parts_is_aborted_only_by_a_second_sweep(
@@ -115,12 +129,8 @@ async def test_an_upload_without_parts_is_aborted_only_by_a_second_sweep(
 ) -> None:
     orphan(s3, bucket, "empty.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
-    order = [
-        "list" if is_list_uploads(r) else "abort"
-        for r in s3_faults.seen
-        if is_list_uploads(r) or (r.method == "DELETE" and "uploadId" in r.query)
-    ]
+    await all_stale_aborted(s3, bucket)
+    order = [r for r in sweep_requests(s3_faults) if r != "parts"]
     assert order[:3] == ["list", "list", "abort"], order
     assert sweeps_started(client) >= 2
 
@@ -227,11 +237,11 @@ async def test_an_abort_that_loses_the_race_to_another_replica_keeps_the_sweeper
     s3_faults.rule = other_replica_first
     orphan(s3, bucket, "first.mp4", parts=0)
     client = await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert lost == ["first.mp4"]
     s3_faults.rule = None
     orphan(s3, bucket, "later.mp4", parts=0)
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     aborts = s3_faults.requests(lambda r: r.method == "DELETE" and "uploadId" in r.query)
     assert [r.answered for r in aborts] == [404, 204]
     assert sweeps_started(client) >= 3
@@ -263,7 +273,7 @@ async def test_a_sweep_failing_in_an_unforeseen_way_is_logged_and_the_next_runs(
     s3_faults.rule = listing_without_ids
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     assert garbled["left"] == 0
     failures = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(failures) == 2
@@ -290,7 +300,7 @@ async def test_a_sweep_s3_refuses_is_a_warning_and_the_next_runs(
     s3_faults.rule = deny_listing
     orphan(s3, bucket, "stale.mp4", parts=0)
     await start_vidproxy(sweeping(make_config, 1, endpoint_url=s3_faults.url))
-    await nothing_pending(s3, bucket, wait_until)
+    await all_stale_aborted(s3, bucket)
     warnings = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(warnings) == 2
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import PART_SIZE, Connect, free_port
+from rigs.objects import put_untyped as put
 
 from vidproxy.config import Config
 from vidproxy.keys import MAX_KEY_BYTES
@@ -36,14 +37,6 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 def path_of(key: str) -> str:
     return "/videos/" + quote(key, safe="/")
-
-
-async def put(client: Client, key: str, body: bytes, **headers: str) -> Any:
-    response = await client.put(
-        path_of(key), data=body, headers=headers, skip_auto_headers=NO_AUTO_TYPE
-    )
-    assert response.status == 201, await response.text()
-    return await response.json()
 
 
 async def get_bytes(client: Client, key: str) -> bytes:

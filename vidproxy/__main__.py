@@ -38,8 +38,9 @@ from .web.handlers.health import check_once_at_start
 from .web.logs import MalformedRequestFilter
 
 DEFAULT_CONFIG = Path("config.toml")
-# A GET grant covers HEAD (the server checks a HEAD against GET), so HEAD is not offered.
-SIGN_METHODS = [m for m in ("GET", "PUT", "DELETE") if m in SIGNABLE_METHODS]
+# What POST /sign offers too. HEAD is signed as GET, so the two give the same URL
+# and either answers both; scripts that ask for HEAD get it.
+SIGN_METHODS = [m for m in ("GET", "HEAD", "PUT", "DELETE") if m in SIGNABLE_METHODS]
 EXIT_CONFIG = 2  # a configuration or start-up problem: the operator has to change something
 EXIT_CODES = """\
 exit codes:
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="GET",
         type=str.upper,
         choices=SIGN_METHODS,
-        help="what the URL grants: GET (download, HEAD too), PUT (upload) or DELETE (default: GET)",
+        help="what the URL grants: GET (download; the URL answers HEAD too), HEAD (the "
+        "same URL as GET), PUT (upload) or DELETE (default: GET)",
     )
     sign.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="seconds (3600)")
     sign.add_argument("--config", type=Path, help="TOML file (default: ./config.toml if present)")

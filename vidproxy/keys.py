@@ -12,6 +12,9 @@ MAX_KEY_BYTES = 1024
 # vidproxy's own records (upload state, digests, markers) live in the bucket
 # under this prefix: listing never shows it and no user key can name it.
 RESERVED_PREFIX = ".vidproxy/"
+# The prefix's own name is reserved too: on stores that keep keys as files
+# (rclone), an object named ".vidproxy" and the directory of records collide.
+RESERVED_NAME = RESERVED_PREFIX.rstrip("/")
 _FORBIDDEN_SEGMENTS = {"", ".", ".."}
 
 
@@ -29,13 +32,15 @@ def validate_key(key: str) -> str:
     if any(segment in _FORBIDDEN_SEGMENTS for segment in key.split("/")):
         raise InvalidKey("a key must not start with '/' or have empty, '.' or '..' segments")
     if is_reserved(key):
-        raise InvalidKey(f"keys under {RESERVED_PREFIX!r} are vidproxy's own records")
+        raise InvalidKey(
+            f"{RESERVED_NAME!r} and keys under {RESERVED_PREFIX!r} are vidproxy's own records"
+        )
     return key
 
 
 def is_reserved(key: str) -> bool:
-    """True for keys under vidproxy's own prefix in the bucket."""
-    return key.startswith(RESERVED_PREFIX)
+    """True for keys under vidproxy's own prefix in the bucket, and for its name."""
+    return key.startswith(RESERVED_PREFIX) or key == RESERVED_NAME
 
 
 def new_key() -> str:

@@ -40,6 +40,11 @@ async def put(
     return await response.json()
 
 
+async def put_untyped(client: Client, key: str, body: bytes, **headers: str) -> Any:
+    """``put`` without aiohttp's default Content-Type, as curl sends a file."""
+    return await put(client, key, body, skip_auto_headers=("Content-Type",), **headers)
+
+
 async def stored(client: Client, key: str, **headers: str) -> bytes | None:
     """The bytes vidproxy serves under ``key`` (asked with ``headers``), None on 404."""
     response = await client.get(video_path(key), headers=headers, timeout=READ_TIMEOUT)

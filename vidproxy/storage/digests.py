@@ -19,18 +19,20 @@ replica sees them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import NotFound, VidproxyError
 from ..keys import RESERVED_PREFIX
 from ..units import KiB
 from .base import ObjectInfo
-from .multipart import ErrorMapper
+from .multipart import ErrorMapper, Spawner
 from .s3api import S3API
 
 log = logging.getLogger(__name__)
@@ -39,12 +41,21 @@ RECORD_PREFIX = RESERVED_PREFIX + "sha256/"
 RECORD_CONTENT_TYPE = "application/json"
 # A record is ~1.2 KiB at most (a 1024-byte key, escaped); a larger body is not one.
 MAX_RECORD_BYTES = 8 * KiB
+# Digests remembered per process (~300 bytes each with a long key: ~3 MiB).
+KNOWN_DIGESTS = 10_000
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def record_key(key: str) -> str:
     """Where the record of ``key`` lives in the bucket."""
     return RECORD_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def is_record_path(url_path: str, bucket: str) -> bool:
+    """True for the URL path of a request for a record in ``bucket``: path-style
+    ``/bucket/KEY`` or virtual-host ``/KEY`` (no bucket name starts with ".";
+    the prefix has no character that a path would percent-encode)."""
+    return url_path.startswith((f"/{bucket}/{RECORD_PREFIX}", f"/{RECORD_PREFIX}"))
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,22 @@ def with_recorded_sha256(info: ObjectInfo, record: DigestRecord | None) -> Objec
 
 class DigestRecords:
     """The records of one bucket, through the store's S3 client; ``errors`` maps
-    botocore's exceptions to vidproxy's (``s3.s3_errors``)."""
+    botocore's exceptions to vidproxy's (``s3.s3_errors``), ``spawn`` runs a
+    read beside the request that wants it (the store waits for it at close)."""
 
-    def __init__(self, client: S3API, bucket: str, errors: ErrorMapper) -> None:
+    def __init__(self, client: S3API, bucket: str, errors: ErrorMapper, spawn: Spawner) -> None:
         self._client = client
         self._bucket = bucket
         self._errors = errors
+        self._spawn = spawn
+        self.known = KnownDigests()
+
+    def look_up(self, key: str) -> DigestLookup:
+        """Start finding the digest of ``key``'s current version: the record's GET
+        starts now, beside the object's, unless this process knows a digest."""
+        known = self.known.get(key)
+        reading = None if known is not None else self._spawn(self.read(key))
+        return DigestLookup(self, key, known, reading)
 
     async def write(self, record: DigestRecord) -> None:
         """Store ``record``, replacing the key's earlier one. Raises vidproxy errors."""
@@ -106,6 +127,7 @@ class DigestRecords:
                 Body=record.to_bytes(),
                 ContentType=RECORD_CONTENT_TYPE,
             )
+        self.known.add(record)
 
     async def read(self, key: str) -> DigestRecord | None:
         """The record stored for ``key``; None if there is none, or it cannot be
@@ -135,5 +157,68 @@ class DigestRecords:
 
     async def delete(self, key: str) -> None:
         """Remove the key's record; a missing one is not an error."""
+        self.known.forget(key)
         async with self._errors("DeleteObject (SHA-256 record)"):
             await self._client.delete_object(Bucket=self._bucket, Key=record_key(key))
+
+
+class DigestLookup:
+    """The digest of one read, found beside the object's HEAD or GET."""
+
+    def __init__(
+        self,
+        records: DigestRecords,
+        key: str,
+        known: DigestRecord | None,
+        reading: asyncio.Task[DigestRecord | None] | None,
+    ) -> None:
+        self._records = records
+        self._key = key
+        self._known = known
+        self._reading = reading
+
+    async def attach(self, info: ObjectInfo) -> ObjectInfo:
+        """``info`` with its digest: its own (metadata) without waiting for the
+        record, else what this process knows of that version, else the record's."""
+        known = self._records.known
+        if info.sha256:
+            known.add(DigestRecord(info.key, info.etag, info.size, info.sha256))
+            return info
+        if self._known is not None and self._known.describes(info):
+            return with_recorded_sha256(info, self._known)
+        if self._reading is None:
+            # What this process knew is of another version: the object changed
+            # behind its back. Rare, so the record is read only now.
+            self._reading = self._records._spawn(self._records.read(self._key))
+        # Shielded: a request cancelled here must not cut the record's GET mid-answer
+        # (its pooled connection would be lost); the store waits for it at close.
+        record = await asyncio.shield(self._reading)
+        if record is not None and record.describes(info):
+            known.add(record)
+        return with_recorded_sha256(info, record)
+
+
+class KnownDigests:
+    """The digests this process has seen lately, by key: a read of a version
+    whose digest is known needs no record GET. Safe to keep however long,
+    since each names the ETag and size it was seen with: a version changed by
+    anyone else no longer matches, and is looked up again."""
+
+    def __init__(self, capacity: int = KNOWN_DIGESTS) -> None:
+        self._capacity = capacity
+        self._known: OrderedDict[str, DigestRecord] = OrderedDict()
+
+    def get(self, key: str) -> DigestRecord | None:
+        found = self._known.get(key)
+        if found is not None:
+            self._known.move_to_end(key)
+        return found
+
+    def add(self, record: DigestRecord) -> None:
+        self._known[record.key] = record
+        self._known.move_to_end(record.key)
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._known.pop(key, None)

@@ -47,7 +47,7 @@ from ..media import safe_content_type
 from ..s3limits import MAX_PARTS
 from ..units import KiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
-from .digests import DigestRecord, DigestRecords, with_recorded_sha256
+from .digests import DigestRecord, DigestRecords, is_record_path
 from .locks import KeyLocks
 from .multipart import UPLOAD_ABORTED, MultipartUpload, PartBuffers
 from .parts import PartPlan
@@ -72,6 +72,8 @@ SHA256_METADATA = "sha256"
 # Sorts after every key vidproxy writes under RESERVED_PREFIX (hex digests,
 # ULIDs): no character sorts after U+10FFFF, in code points or in UTF-8 bytes.
 PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
+# Marks, in botocore's per-call context, a request for a SHA-256 record.
+_RECORD_REQUEST = "vidproxy_sha256_record"
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 # What an S3 error Code looks like ("NoSuchKey", "XAmzContentSHA256Mismatch").
 _ERROR_CODE_RE = re.compile(r"[A-Za-z][A-Za-z0-9.]{0,63}")
@@ -231,7 +233,7 @@ class S3Store:
         self.keep_uploads: Callable[[], Awaitable[set[str]]] | None = None
         self._probing = asyncio.Lock()
         self._probe_failed = False
-        self._digests = DigestRecords(client, cfg.bucket, self._call)
+        self._digests = DigestRecords(client, cfg.bucket, self._call, self.spawn)
         self.stats = StoreStats()
         events = client.meta.events
         events.register("before-call.s3", self._count_request)
@@ -268,11 +270,16 @@ class S3Store:
         a time in this process, each looking first), for a finishing tus upload."""
         return self._create_only_commit(key)
 
-    def _count_request(self, model: Any, **_: Any) -> None:
+    def _count_request(self, model: Any, params: Any, context: Any, **_: Any) -> None:
         self.stats.requests[model.name] += 1
+        url_path = str(params.get("url_path", ""))
+        context[_RECORD_REQUEST] = is_record_path(url_path, self._bucket)
 
-    def _count_answer(self, http_response: Any, model: Any, **_: Any) -> None:
-        if http_response.status_code >= 400:
+    def _count_answer(self, http_response: Any, model: Any, context: Any, **_: Any) -> None:
+        # Most objects have no SHA-256 record (single-part ones carry the digest
+        # in metadata): a record's 404 is an answer, not an error.
+        missing_record = http_response.status_code == 404 and context.get(_RECORD_REQUEST)
+        if http_response.status_code >= 400 and not missing_record:
             self.stats.errors[model.name] += 1
 
     def _count_part(self) -> None:
@@ -358,16 +365,16 @@ class S3Store:
         # for first (sleep(0) lets its request go out): its small answer is then
         # in while the object's comes. The other order cost a cold first byte
         # 7-18 ms more than an object with metadata on a busy rclone, this 2-4.
-        record = self.spawn(self._digests.read(key))
+        digest = self._digests.look_up(key)
         await asyncio.sleep(0)
         if head:
-            return S3Reader(self, await _believed(await self.head(key), record))
+            return S3Reader(self, await digest.attach(await self.head(key)))
         try:
             response, fetched, info = await self._get(key, hint)
         except _Unsatisfiable:
-            return S3Reader(self, await _believed(await self.head(key), record))
+            return S3Reader(self, await digest.attach(await self.head(key)))
         try:
-            info = await _believed(info, record)
+            info = await digest.attach(info)
         except BaseException:
             response["Body"].close()
             raise
@@ -544,6 +551,8 @@ class S3Store:
                 Metadata={SHA256_METADATA: sha256},
                 **conditions,
             )
+        # Its metadata carries the digest; known here, a read needs no record GET.
+        self._digests.known.add(DigestRecord(key, response["ETag"], len(data), sha256))
         return StoredObject(key, len(data), response["ETag"], content_type, sha256)
 
     async def delete(self, key: str) -> None:
@@ -554,15 +563,15 @@ class S3Store:
         await self._digests.delete(key)
 
     async def list(self, prefix: str, after: str, limit: int) -> ObjectPage:
-        if is_reserved(prefix):
+        if _among_records(prefix):
             return ObjectPage([], None)
         listed, truncated = await self._list_keys(prefix, after, limit)
-        if truncated and is_reserved(listed[-1]):
+        if truncated and _among_records(listed[-1]):
             # The page ran into vidproxy's own records (one per multipart object,
             # sorted before most keys): list on from past them, not a page of nothing.
             more = limit - sum(not is_reserved(key) for key in listed)
             rest, truncated = await self._list_keys(prefix, PAST_RESERVED, more)
-            listed += rest
+            listed = [*listed, *rest]
         keys = [key for key in listed if not is_reserved(key)]
         # ListObjectsV2 has no content types: look them up, a few at a time.
         limiter = asyncio.Semaphore(LIST_HEAD_CONCURRENCY)
@@ -583,7 +592,7 @@ class S3Store:
         self, prefix: str, after: str, limit: int
     ) -> tuple[builtins.list[str], bool]:
         """One ListObjectsV2 page: its keys, and whether more follow."""
-        if is_reserved(after) and after < PAST_RESERVED:
+        if _among_records(after) and after < PAST_RESERVED:
             after = PAST_RESERVED  # a cursor among vidproxy's records: skip the rest
         params: dict[str, Any] = {"Bucket": self._bucket, "MaxKeys": limit, "Prefix": prefix}
         if after:
@@ -658,14 +667,10 @@ async def _iter_body(body: StreamingBody) -> AsyncIterator[bytes]:
 _NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
 
 
-async def _believed(info: ObjectInfo, record: asyncio.Task[DigestRecord | None]) -> ObjectInfo:
-    """``info`` with the SHA-256 of its record, if the record describes this
-    version. An object that carries its digest in metadata does not wait for it."""
-    if info.sha256:
-        return info
-    # Shielded: a request cancelled here must not cut the record's GET mid-answer
-    # (its pooled connection would be lost); the store owns the task and waits for it.
-    return with_recorded_sha256(info, await asyncio.shield(record))
+def _among_records(key: str) -> bool:
+    """Under RESERVED_PREFIX: the contiguous range of keys that PAST_RESERVED ends
+    (``is_reserved`` also covers the prefix's bare name, which sorts elsewhere)."""
+    return key.startswith(RESERVED_PREFIX)
 
 
 def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _MultipartEtags:

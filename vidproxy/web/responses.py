@@ -161,7 +161,7 @@ async def _stream(
             handed += len(chunk)
             # What the transport still holds never reached the socket; when the
             # client leaves, it is dropped (and the write that sees it raises).
-            response.body_sent = handed - _unsent(request)
+            _count_sent(request, response, handed)
     except ConnectionError:
         return response  # the client left; nothing to tell it
     except Exception as exc:  # headers are out: all we can do is cut the connection
@@ -176,9 +176,12 @@ async def _stream(
     return response
 
 
-def _unsent(request: web.Request) -> int:
+def _count_sent(request: web.Request, response: _StreamedObject, handed: int) -> None:
     transport = request.transport
-    return transport.get_write_buffer_size() if transport is not None else 0
+    # A transport that failed has dropped its buffer: its size says nothing then,
+    # and the count stays at what was known to be sent before.
+    if transport is not None and not transport.is_closing():
+        response.body_sent = handed - transport.get_write_buffer_size()
 
 
 async def _prepare_file(
