@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 RECORDS_PREFIX = RESERVED_PREFIX + "uploads/"
 RECORD_SUFFIX = ".info"
+RECORD_READ_ATTEMPTS = 3
 
 # Called with every object a finished upload made: the cache drops its entry, the
 # digest record is written.
@@ -97,6 +98,16 @@ class S3Resumable:
         await self._put_record(record, {"IfNoneMatch": "*"})
 
     async def load(self, upload_id: str) -> UploadRecord:
+        # rclone's overwrites are not atomic: a read racing the PATCH that rewrites
+        # the record can get a cut or mixed body. A few reads give a whole one.
+        for _ in range(RECORD_READ_ATTEMPTS - 1):
+            try:
+                return await self._load_once(upload_id)
+            except (UpstreamUnavailable, ObjectDamaged):
+                continue
+        return await self._load_once(upload_id)
+
+    async def _load_once(self, upload_id: str) -> UploadRecord:
         async with self._store.call("GetObject"):
             response = await self._client.get_object(Bucket=self._bucket, Key=record_key(upload_id))
             async with response["Body"] as body:
