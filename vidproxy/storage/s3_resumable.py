@@ -46,11 +46,10 @@ from .parts import PartPlan
 from .s3 import SHA256_METADATA, S3Store
 
 log = logging.getLogger(__name__)
-# Seconds between the reads of a record that came back cut or unparsable.
-RECORD_REREAD_PAUSES = (0.05, 0.2)
 
 RECORDS_PREFIX = RESERVED_PREFIX + "uploads/"
 RECORD_SUFFIX = ".info"
+RECORD_READ_ATTEMPTS = 3
 
 # Called with every object a finished upload made: the cache drops its entry, the
 # digest record is written.
@@ -99,13 +98,13 @@ class S3Resumable:
         await self._put_record(record, {"IfNoneMatch": "*"})
 
     async def load(self, upload_id: str) -> UploadRecord:
-        # rclone's overwrite is not atomic: a read that meets the PATCH rewriting
-        # the record gets a cut body or a half-written one. Read again, briefly.
-        for pause in RECORD_REREAD_PAUSES:
+        # rclone's overwrites are not atomic: a read racing the PATCH that rewrites
+        # the record can get a cut or mixed body. A few reads give a whole one.
+        for _ in range(RECORD_READ_ATTEMPTS - 1):
             try:
                 return await self._load_once(upload_id)
             except (UpstreamUnavailable, ObjectDamaged):
-                await asyncio.sleep(pause)
+                continue
         return await self._load_once(upload_id)
 
     async def _load_once(self, upload_id: str) -> UploadRecord:
