@@ -247,7 +247,7 @@ class S3Store:
 
     # What the resumable (tus) store builds on: the same client, bucket and settings.
     @property
-    def client(self) -> Any:
+    def client(self) -> S3API:
         return self._client
 
     @property

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..errors import (
     NotFound,
@@ -44,6 +44,10 @@ from .base import AppendSource, StoredObject
 from .multipart import PartBody, PartBuffers
 from .parts import PartPlan
 from .s3 import SHA256_METADATA, S3Store
+from .s3api import WriteConditions
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ class S3Resumable:
         etag = record.stored_etag
         await self._put_record(record, {"IfMatch": etag} if etag else {})
 
-    async def _put_record(self, record: UploadRecord, conditions: dict[str, str]) -> None:
+    async def _put_record(self, record: UploadRecord, conditions: WriteConditions) -> None:
         record.revision += 1
         if not record.completed:
             record.expires = time.time() + self._expire_after
@@ -246,9 +250,10 @@ class S3Resumable:
                 response = await self._client.upload_part(
                     Bucket=self._bucket,
                     Key=record.key,
-                    UploadId=record.s3_upload_id,
+                    UploadId=self._upload_id_of(record),
                     PartNumber=number,
-                    Body=PartBody(data),
+                    # A Payload streams the buffer without a copy; botocore reads it as a file.
+                    Body=cast(IO[bytes], PartBody(data)),
                 )
         except (NotFound, UpstreamError):
             await self._raise_if_taken_over(record)
@@ -258,7 +263,9 @@ class S3Resumable:
 
     async def complete(self, record: UploadRecord) -> str:
         """CompleteMultipartUpload; returns the ETag it answered."""
-        parts = [{"PartNumber": p.number, "ETag": p.etag} for p in record.parts]
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": p.number, "ETag": p.etag} for p in record.parts
+        ]
         try:
             async with (
                 self._commit(record) as conditions,
@@ -267,7 +274,7 @@ class S3Resumable:
                 response = await self._client.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=record.key,
-                    UploadId=record.s3_upload_id,
+                    UploadId=self._upload_id_of(record),
                     MultipartUpload={"Parts": parts},
                     **conditions,
                 )
@@ -276,7 +283,12 @@ class S3Resumable:
             raise
         return str(response["ETag"])
 
-    def _commit(self, record: UploadRecord) -> AbstractAsyncContextManager[dict[str, str]]:
+    @staticmethod
+    def _upload_id_of(record: UploadRecord) -> str:
+        assert record.s3_upload_id is not None, "parts go to a started multipart upload"
+        return record.s3_upload_id
+
+    def _commit(self, record: UploadRecord) -> AbstractAsyncContextManager[WriteConditions]:
         """What the last write carries: create-only as a PUT's (a look under the
         key's lock, then If-None-Match), or nothing."""
         if record.create_only:
