@@ -47,6 +47,12 @@ IOV_MAX = 1024
 # Written bytes stay in memory this long behind the newest, for readers that
 # are a little behind the front.
 KEEP_BEHIND = 2 * MiB
+# Bytes the reader at the front has not read yet stay in memory too, up to this
+# far behind the newest: once the fill no longer waits for each write, it runs
+# ahead of a client slower than the backend, and that client read the temp file
+# (a pread and a thread hop per MiB: with the write-ahead alone, a cold GET
+# measured ~18 % more CPU per GiB).
+KEEP_FOR_FRONT = 32 * MiB
 
 
 class Fill:
@@ -84,6 +90,7 @@ class Fill:
         # written, and up to KEEP_BEHIND bytes that are.
         self._offsets: list[int] = []
         self._chunks: list[Chunk] = []
+        self.front = 0  # how far the furthest reader has read
         self._unsent = 0  # offset of the first byte not yet handed to a write
         self._writing: asyncio.Future[int] | None = None
         self._fd: int | None = None  # opened by the first write, off the event loop
@@ -171,7 +178,9 @@ class Fill:
         return offset + sum(len(chunk) for chunk in batch)
 
     def _forget_written(self) -> None:
-        keep_from = bisect.bisect_right(self._offsets, self.written - KEEP_BEHIND) - 1
+        unread = max(min(self.written, self.front), self.filled - KEEP_FOR_FRONT)
+        keep_at = min(self.written, unread) - KEEP_BEHIND
+        keep_from = bisect.bisect_right(self._offsets, keep_at) - 1
         if keep_from > 0:
             del self._offsets[:keep_from]
             del self._chunks[:keep_from]
@@ -197,6 +206,7 @@ class Fill:
     async def read(self, position: int, limit: int) -> bytes | memoryview:
         """Up to ``limit`` bytes from ``position`` (< ``filled``): from memory if
         they are still there, else from the temp file."""
+        self.front = max(self.front, position + limit)
         index = bisect.bisect_right(self._offsets, position) - 1
         if index >= 0:
             start = position - self._offsets[index]
