@@ -41,6 +41,18 @@ class Figure:
     vid: list[float] = field(default_factory=list)
     base: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # CPU seconds per GiB (per 1,000 requests for wrk), user + system from /proc:
+    # vidproxy's process and its baseline's (None where it has none), one per run.
+    cpu_vid: list[float] = field(default_factory=list)
+    cpu_base: list[float] = field(default_factory=list)
+    # Which floor (``Run.floors``) vidproxy's CPU figure is judged against, and how.
+    floor: str | None = None
+    cpu_target: str = ""
+
+    def add_cpu(self, vid: float, base: float | None) -> None:
+        self.cpu_vid.append(vid)
+        if base is not None:
+            self.cpu_base.append(base)
 
     def add(self, vid: float, base: float) -> None:
         self.vid.append(vid)
@@ -76,6 +88,12 @@ class Figure:
             "ratio": summary(self.ratios),
             "met": self.verdict(),
             "notes": self.notes,
+            "cpu_seconds_per_gib": {
+                "vidproxy": summary(self.cpu_vid),
+                "baseline": summary(self.cpu_base),
+                "floor": self.floor,
+                "target": self.cpu_target,
+            },
         }
 
 
@@ -124,6 +142,10 @@ def catalogue(sizes: Any) -> dict[str, Figure]:
                "boto3 get_object streamed", Target(">=", 0.90, ">= 0.90")),
         Figure("cold_get_ttfb", "cold GET, time to first byte", "ms",
                "boto3 get_object first byte", Target("<=", 1.5, "<= 1.5x, or +10 ms", 10.0)),
+        Figure("first_get_tput", f"first GET after start, fresh {big} object, throughput",
+               "MiB/s", "boto3 get_object streamed", Target(">=", 0.90, ">= 0.90")),
+        Figure("first_get_ttfb", "first GET after start, fresh object, time to first byte", "ms",
+               "boto3 get_object first byte", Target("<=", 1.5, "<= 1.5x, or +10 ms", 10.0)),
         Figure("record_ttfb", "cold GET, time to first byte, SHA-256 from its record", "ms",
                "the same, SHA-256 from metadata (no wait for the record)",
                Target("<=", 1.0, "+2 ms or less (median)", 2.0)),
@@ -150,4 +172,15 @@ def catalogue(sizes: Any) -> dict[str, Figure]:
         Figure("tus_rss", f"peak RSS, tus upload {big}", "MiB", f"peak RSS, PUT {big}",
                Target("<=", 1.10, "<= 1.10x, or +16 MiB", 16.0)),
     ]  # fmt: skip
+    floors = {
+        "upload_cl": ("upload", "<= 1.5x read + SHA-256 floor + MD5 for rclone's ETags"),
+        "upload_chunked": ("upload", "<= 1.5x read + SHA-256 floor + MD5 for rclone's ETags"),
+        "cold_get_tput": ("cold", "<= 1.5x relay + write-to-cache floor"),
+        "first_get_tput": ("cold", "<= 1.5x relay + write-to-cache floor"),
+        "warm_get_tput": ("warm", "<= 1.3x nginx"),
+        "warm_ranges": ("warm_ranges", "<= 1.3x nginx"),
+    }
+    for figure in figures:
+        if figure.id in floors:
+            figure.floor, figure.cpu_target = floors[figure.id]
     return {f.id: f for f in figures}

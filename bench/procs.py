@@ -130,6 +130,24 @@ class Proc:
             return ""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has spent so far (``/proc/PID/stat``)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces: the fields after its ")" are fixed.
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (the bench's own clients)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def children(pid: int) -> list[int]:
+    return _children(pid)
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

@@ -92,6 +92,8 @@ PROFILES: dict[str, tuple[str, str, Callable[[Run, Vidproxy], None]]] = {
     "conc_upload_rss": ("concurrent-uploads", "direct", _concurrent_uploads),
     "cold_get_tput": ("cold-get", "direct", _cold_get),
     "cold_get_ttfb": ("cold-get", "direct", _cold_get),
+    "first_get_tput": ("first-get", "direct", _cold_get),
+    "first_get_ttfb": ("first-get", "direct", _cold_get),
     "cold_range_whole": ("cold-range", "direct", _cold_range),
     "cold_range_s3": ("cold-range", "direct", _cold_range),
     "cold_range_slice": ("cold-range", "direct", _cold_range),

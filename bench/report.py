@@ -9,7 +9,7 @@ from typing import Any
 
 from .figures import Figure
 
-DECIMALS = {"MiB/s": 0, "ms": 1, "MiB": 0, "req/s": 0, "GETs": 0}
+DECIMALS = {"MiB/s": 0, "ms": 1, "MiB": 0, "req/s": 0, "GETs": 0, "CPU": 2}
 
 
 def _num(value: float, unit: str) -> str:
@@ -47,7 +47,8 @@ def _verdict(fig: Figure, judged: bool) -> str:
 def table(figures: list[Figure], judged: bool) -> str:
     head = (
         "| figure | vidproxy, median (min-max) | baseline | baseline, median (min-max) "
-        "| ratio vidproxy / baseline | target | result |\n|---|---|---|---|---|---|---|\n"
+        "| ratio vidproxy / baseline | target | result "
+        "| CPU-s/GiB vidproxy / baseline |\n|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for fig in figures:
@@ -56,7 +57,46 @@ def table(figures: list[Figure], judged: bool) -> str:
         rows.append(
             f"| {fig.title} | {_spread(fig.vid, fig.unit)} {fig.unit} | {fig.baseline} "
             f"| {_spread(fig.base, fig.unit)} {fig.unit} | {_ratio(fig.ratios)} "
-            f"| {fig.target.text} | {_verdict(fig, judged)} |"
+            f"| {fig.target.text} | {_verdict(fig, judged)} | {_cpu_pair(fig)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def _cpu_pair(fig: Figure) -> str:
+    if not fig.cpu_vid:
+        return ""
+    base = _spread(fig.cpu_base, "CPU") if fig.cpu_base else "-"
+    return f"{_spread(fig.cpu_vid, 'CPU')} / {base}"
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def cpu_table(
+    figures: list[Figure], floors: dict[str, list[float]], floor_of: dict[str, str]
+) -> str:
+    """vidproxy's CPU seconds per GiB against its floor (same run) and its baseline's."""
+    head = (
+        "| figure | vidproxy CPU-s/GiB | baseline's CPU-s/GiB | vidproxy / baseline "
+        "| floor | floor CPU-s/GiB | vidproxy / floor | target |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for fig in figures:
+        if not fig.cpu_vid:
+            continue
+        vid = _median(fig.cpu_vid)
+        base = f"{vid / _median(fig.cpu_base):.2f}" if fig.cpu_base else "-"
+        name = floor_of.get(fig.floor or "", "")
+        floor = floors.get(name)
+        versus = f"{vid / _median(floor):.2f}" if floor else "-"
+        rows.append(
+            f"| {fig.title} | {_spread(fig.cpu_vid, 'CPU')} "
+            f"| {_spread(fig.cpu_base, 'CPU') if fig.cpu_base else '-'} | {base} "
+            f"| {name or '-'} | {_spread(floor, 'CPU') if floor else '-'} | {versus} "
+            f"| {fig.cpu_target} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -68,6 +108,8 @@ def markdown(
     profiles: dict[str, list[str]],
     profile_files: dict[str, str],
     extras: dict[str, list[float]],
+    floors: dict[str, list[float]] | None = None,
+    floor_of: dict[str, str] | None = None,
 ) -> str:
     parts = [
         f"# vidproxy bench ({meta['mode']}, {meta['runs']} run(s) per figure)",
@@ -77,6 +119,19 @@ def markdown(
         "",
         table(figures, judged),
     ]
+    if any(f.cpu_vid for f in figures):
+        parts += [
+            "## CPU seconds per GiB (user + system from /proc, medians, min-max)",
+            "",
+            "Floors: bare aiohttp servers (bench/floors.py) measured in the same run. The "
+            "baseline's CPU is nginx's worker, or this process for boto3 (the client side).",
+            "",
+            cpu_table(figures, floors or {}, floor_of or {}),
+        ]
+    if floors:
+        parts += ["Floors, CPU-s/GiB:", ""]
+        parts += [f"- {name}: {_spread(values, 'CPU')}" for name, values in floors.items()]
+        parts.append("")
     missed = [f for f in figures if f.vid and f.verdict() is False]
     if judged and missed:
         parts.append("## Targets missed, and where the time goes\n")

@@ -25,7 +25,7 @@ from .figures import Figure, catalogue
 from .plan import Sizes
 from .procs import BenchSetupError, find_tool
 from .services import start_env
-from .stages import BIG_KEY, CONC_KEY, STAGES, Run
+from .stages import BIG_KEY, CONC_KEY, FLOOR_OF, STAGES, Run
 from .uploads import VerifyError
 
 RESULTS = Path(__file__).with_name("results")
@@ -53,7 +53,7 @@ def run_bench(sizes: Sizes, out_dir: Path, only: list[str], keep: bool, profile:
             seeds = {BIG_KEY: sizes.throughput, CONC_KEY: sizes.concurrency}
             env = start_env(stack, root, seeds, out.pattern)
             buf = memoryview(bytearray(sizes.throughput))
-            run = Run(env, sizes, out.pattern, out.figures, buf, log, out.extras)
+            run = Run(env, sizes, out.pattern, out.figures, buf, log, out.extras, out.floors)
             _run_stages(run, only)
             missed = [f.id for f in out.figures.values() if f.vid and f.verdict() is False]
             if sizes.enforce and profile and missed:
@@ -99,6 +99,7 @@ class Output:
         self.figures: dict[str, Figure] = figures
         self.pattern = Pattern()
         self.extras: dict[str, list[float]] = {}
+        self.floors: dict[str, list[float]] = {}
         self.profile_tops: dict[str, list[str]] = {}
         self.profile_files: dict[str, str] = {}
 
@@ -113,11 +114,22 @@ class Output:
         ordered = list(self.figures.values())
         judged = self.sizes.enforce
         text = report.markdown(
-            ordered, self.meta, judged, self.profile_tops, self.profile_files, self.extras
+            ordered,
+            self.meta,
+            judged,
+            self.profile_tops,
+            self.profile_files,
+            self.extras,
+            self.floors,
+            FLOOR_OF,
         )
         base = self.out_dir / f"{self.prefix}results"
         base.with_suffix(".md").write_text(text)
-        extra = {"profiles": self.profile_files, "diagnostics": self.extras}
+        extra = {
+            "profiles": self.profile_files,
+            "diagnostics": self.extras,
+            "floors_cpu_seconds_per_gib": self.floors,
+        }
         report.write_json(base.with_suffix(".json"), ordered, self.meta, extra)
         title = f"vidproxy bench, {self.sizes.name}: {self.meta['date']}"
         report.write_chart(base.with_suffix(".png"), ordered, title, judged)

@@ -30,7 +30,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from . import client, nginx
-from .procs import Proc, find_tool, free_port, port_open, read_rss
+from .procs import Proc, children, cpu_seconds, find_tool, free_port, port_open, read_rss
 from .units import MiB
 
 BUCKET = "bench"
@@ -71,8 +71,9 @@ class Vidproxy:
         self._proc: Proc | None = None
         self.profile: Path | None = None
 
-    def start(self, profile: Path | None = None) -> None:
-        """Start on an empty cache; under py-spy when ``profile`` names its output."""
+    def start(self, profile: Path | None = None, warm: bool = True) -> None:
+        """Start on an empty cache; under py-spy when ``profile`` names its output.
+        Without ``warm``, the next request is its first (a player's first play)."""
         shutil.rmtree(self.cache_dir, ignore_errors=True)
         argv = [find_tool("vidproxy"), "serve", "--config", str(self.config)]
         if profile is not None:
@@ -82,6 +83,8 @@ class Vidproxy:
         log = self.dir / "vidproxy.log"
         self._proc = Proc(f"vidproxy {self.name}", argv, log, cwd=self.dir, env=aws_env())
         self._proc.start(self._healthy)
+        if not warm:
+            return
         # The first S3 call pays botocore's one-time set-up; take it outside any timing.
         warm = client.get(self.port, f"/videos/{WARMUP_KEY}")
         if warm.status != 200 or warm.size != WARMUP_SIZE:
@@ -105,9 +108,12 @@ class Vidproxy:
             proc.stop()
         self.profile = None
 
-    def restart(self, profile: Path | None = None) -> None:
+    def restart(self, profile: Path | None = None, warm: bool = True) -> None:
         self.stop()
-        self.start(profile)
+        self.start(profile, warm)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
     @property
     def pid(self) -> int:
@@ -158,6 +164,11 @@ class Nginx:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def cpu(self) -> float:
+        """CPU seconds of the worker (one worker: master and cache manager idle)."""
+        assert self._proc is not None
+        return sum(cpu_seconds(pid) for pid in children(self._proc.pid))
 
 
 @dataclass

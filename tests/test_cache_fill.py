@@ -9,13 +9,15 @@ test_cache.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cache_rig import random_bytes
 
-from vidproxy.cache.fill import KEEP_BEHIND, WRITE_BATCH, Fill, read_following
+from vidproxy.cache.fill import KEEP_BEHIND, WRITE_AHEAD, WRITE_BATCH, Fill, read_following
 from vidproxy.conditions import ByteRange
 from vidproxy.storage.base import ObjectInfo
 from vidproxy.units import KiB, MiB
@@ -175,3 +177,33 @@ async def test_a_disk_that_refuses_the_temp_file_still_gives_every_byte(tmp_path
 
     assert not fill.complete and fill.written == 0
     assert await reader == body
+
+
+class StalledDisk(Fill):
+    """A fill whose disk writes wait until ``go`` is set (writeback stalling them)."""
+
+    go = threading.Event()
+
+    def _write(self, batch: list[bytes], offset: int) -> int:  # type: ignore[override]
+        self.go.wait(30)
+        return super()._write(batch, offset)
+
+
+async def test_a_stalled_disk_write_does_not_hold_the_reader_up(
+    tmp_path: Path, wait_until: Any
+) -> None:
+    body = random_bytes(WRITE_AHEAD + 3 * WRITE_BATCH, 12)
+    backend = Backend(body)
+    info = ObjectInfo("a.mp4", len(body), '"tag"', datetime.now(UTC), "video/mp4", None)
+    fill = StalledDisk(info, backend, tmp_path / "fill.tmp")  # type: ignore[arg-type]
+    StalledDisk.go.clear()
+    backend.release()
+    task = asyncio.create_task(fill.run(backend.chunks()))
+    # The first batch is stuck in its write; the fill receives on up to WRITE_AHEAD.
+    await wait_until(lambda: fill.filled >= WRITE_AHEAD, "bytes received past the stalled write")
+    assert fill.written == 0
+    assert fill.filled - fill.written <= WRITE_AHEAD + WRITE_BATCH + CHUNK  # memory stays bounded
+    StalledDisk.go.set()
+    await task
+    assert (fill.complete, (tmp_path / "fill.tmp").read_bytes() == body) == (True, True)
+    fill.close()
