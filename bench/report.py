@@ -74,6 +74,11 @@ def _median(values: list[float]) -> float:
     return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
 
 
+def _ratio_or_dash(value: float, against: list[float] | None) -> str:
+    below = _median(against) if against else 0.0
+    return f"{value / below:.2f}" if below > 0 else "-"
+
+
 def cpu_table(
     figures: list[Figure], floors: dict[str, list[float]], floor_of: dict[str, str]
 ) -> str:
@@ -88,10 +93,11 @@ def cpu_table(
         if not fig.cpu_vid:
             continue
         vid = _median(fig.cpu_vid)
-        base = f"{vid / _median(fig.cpu_base):.2f}" if fig.cpu_base else "-"
+        # A short (smoke) run can spend less than one clock tick: no ratio then.
+        base = _ratio_or_dash(vid, fig.cpu_base)
         name = floor_of.get(fig.floor or "", "")
         floor = floors.get(name)
-        versus = f"{vid / _median(floor):.2f}" if floor else "-"
+        versus = _ratio_or_dash(vid, floor)
         rows.append(
             f"| {fig.title} | {_spread(fig.cpu_vid, 'CPU')} "
             f"| {_spread(fig.cpu_base, 'CPU') if fig.cpu_base else '-'} | {base} "
