@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from rigs.moto import MotoProcess
 from rigs.rclone import RcloneProcess
 from rigs.vidproxy import VidproxyProcess
@@ -171,3 +174,23 @@ def webm_clip(e2e_dir: Path) -> Path:
     argv = [require_tool("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
     run_tool([*argv, *lavfi_inputs(), *vp9, *opus, str(path)])
     return path
+
+
+# ---- Chromium (sync Playwright), one per test module -------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the module's tests; skipped where it is not installed."""
+    executable = shutil.which("chromium") or CHROMIUM
+    if not Path(executable).is_file():
+        pytest.skip("chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -4,15 +4,12 @@ and seeks in it: once cold (the S3 cache has not seen the object), once warm."""
 from __future__ import annotations
 
 import re
-import shutil
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chromium import CHROMIUM, CHROMIUM_ARGS
 
 from .support import CLIP_SECONDS, Vidproxy, poll
 
@@ -22,22 +19,6 @@ SEEK_TO = 40.0  # seconds
 SEEK_TOLERANCE = 1.0  # seconds: currentTime lands on the frame nearest the target
 STEP_TIMEOUT_MS = 15_000  # for each of: start playing, finish seeking, play on
 CACHE_TIMEOUT = 10.0  # seconds for a full GET to leave the object in vidproxy's cache
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or CHROMIUM
-    if not Path(executable).is_file():
-        pytest.skip("chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,12 @@ localStorage). The stored bytes are compared with the file's."""
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chromium import CHROMIUM, CHROMIUM_ARGS
 
 from .cut_relay import CuttingRelay, relay_to
 from .support import Vidproxy
@@ -27,22 +25,6 @@ CUT_AT = 8 * MiB + 4321
 STEP_TIMEOUT_MS = 60_000
 # Stored: "done", or "warn" for bytes that are no playable video (random ones).
 DONE = "() => document.querySelector('#uploads .upload.done, #uploads .upload.warn') !== null"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or CHROMIUM
-    if not Path(executable).is_file():
-        pytest.skip("chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ class RequestBody:
         # Received but not yet handed out: what peek() saw, or the tail of a piece
         # that did not fit the last buffer (a view, so no copy).
         self._pending = memoryview(b"")
+        self._copied = 0  # bytes of the buffer _copy_into is filling
         self._received = 0
         self._sha256 = BackgroundHash("sha256")
         self._digest: str | None = None
@@ -83,21 +84,28 @@ class RequestBody:
         complete. Each byte is copied once, from aiohttp's piece into ``buffer``."""
         # The caller may hand back a buffer it gave before: its hash must be done.
         await self._sha256.wait()
-        filled = 0
-        while filled < len(buffer):
-            piece = self._pending or memoryview(await self._read_some())
-            if not piece:
-                break
-            n = min(len(piece), len(buffer) - filled)
-            buffer[filled : filled + n] = piece[:n]
-            self._pending = piece[n:]
-            filled += n
+        filled = await self._copy_into(buffer)
         # Hashed while the caller sends the part; the next readinto waits for it,
         # so a reused buffer is never overwritten while it is being hashed.
         self._sha256.feed(buffer[:filled])
         if filled < len(buffer) and self._digest is None:
             await self._finish()
         return filled
+
+    async def _copy_into(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` from the body until it is full or the body ends.
+        ``_copied`` counts as it goes, so a caller that catches a cut mid-way
+        still knows how many bytes of ``buffer`` hold the body."""
+        self._copied = 0
+        while self._copied < len(buffer):
+            piece = self._pending or memoryview(await self._read_some())
+            if not piece:
+                break
+            n = min(len(piece), len(buffer) - self._copied)
+            buffer[self._copied : self._copied + n] = piece[:n]
+            self._pending = piece[n:]
+            self._copied += n
+        return self._copied
 
     def sha256(self) -> str:
         if self._digest is None:
@@ -232,17 +240,10 @@ class PatchBody(RequestBody):
     async def readinto(self, buffer: memoryview) -> int:
         if self._ended:
             return 0
-        filled = 0
         try:
-            while filled < len(buffer):
-                piece = self._pending or memoryview(await self._read_some())
-                if not piece:
-                    break
-                n = min(len(piece), len(buffer) - filled)
-                buffer[filled : filled + n] = piece[:n]
-                self._pending = piece[n:]
-                filled += n
+            filled = await self._copy_into(buffer)
         except (IncompleteBody, RequestTimeout) as exc:
+            filled = self._copied  # what arrived before the cut is the upload's
             self._cut(exc)
         if self._checksum_hash is not None and filled:
             await asyncio.to_thread(self._checksum_hash.update, buffer[:filled])
