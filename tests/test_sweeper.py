@@ -33,6 +33,8 @@ from rigs.objects import nothing_pending
 from rigs.s3 import unfinished_uploads as pending
 
 from vidproxy.config import Config
+from vidproxy.errors import UpstreamTimeout
+from vidproxy.storage.sweeper import repeat_forever
 from vidproxy.web.appkeys import STORE
 
 Client = TestClient[Any, Any]
@@ -304,3 +306,24 @@ async def test_a_sweep_s3_refuses_is_a_warning_and_the_next_runs(
     warnings = [r for r in caplog.records if "stale upload sweep failed" in r.getMessage()]
     assert len(warnings) == 2
     assert all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)
+
+
+async def test_a_sweeper_outlives_any_failure_of_one_sweep(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Both sweepers (stale multipart uploads, expired tus uploads) run on this loop.
+    failures: list[BaseException] = [RuntimeError("a bug"), UpstreamTimeout("slow S3")]
+    third_sweep = asyncio.Event()
+
+    async def sweep() -> None:
+        if failures:
+            raise failures.pop(0)
+        third_sweep.set()
+
+    task = asyncio.ensure_future(repeat_forever(sweep, 0.01, "test sweep"))
+    try:
+        await asyncio.wait_for(third_sweep.wait(), 5)
+    finally:
+        task.cancel()
+    logged = [r for r in caplog.records if "test sweep failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in logged] == [True, False]

@@ -9,13 +9,13 @@ is skipped whatever its record says.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
-from ..errors import NotFound, UpstreamError, UpstreamUnavailable
+from ..errors import NotFound
 from .base import ResumableStore
+from .sweeper import repeat_forever
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ async def sweep_expired_forever(
     busy: Callable[[str], bool],
     on_expired: Callable[[], None],
 ) -> None:
-    while True:
-        try:
-            await sweep_expired(store, busy, on_expired)
-        except (UpstreamError, UpstreamUnavailable) as exc:
-            log.warning("expired upload sweep failed: %s", exc.message)
-        await asyncio.sleep(interval)
+    await repeat_forever(
+        lambda: sweep_expired(store, busy, on_expired), interval, "expired upload sweep"
+    )

@@ -190,13 +190,26 @@ async def sweep_forever(
     """Sweep now and every ``sweep_interval``; only cancellation ends it."""
     interval = sweep_interval(older_than)
     state = SweepState()
+    await repeat_forever(
+        lambda: abort_stale_uploads(
+            client, bucket, older_than, errors, live=live, state=state, keep=keep
+        ),
+        interval,
+        "stale upload sweep",
+    )
+
+
+async def repeat_forever(
+    sweep: Callable[[], Awaitable[object]], interval: float, what: str
+) -> None:
+    """Run ``sweep`` now and every ``interval`` seconds; only cancellation ends
+    it. A failed sweep is logged (a traceback where it is a bug) and the next
+    one runs on time: a sweeper task that died would never sweep again."""
     while True:
         try:
-            await abort_stale_uploads(
-                client, bucket, older_than, errors, live=live, state=state, keep=keep
-            )
+            await sweep()
         except VidproxyError as exc:
-            log.warning("stale upload sweep failed: %s; next in %g s", exc.message, interval)
+            log.warning("%s failed: %s; next in %g s", what, exc.message, interval)
         except Exception:
-            log.exception("stale upload sweep failed; next in %g s", interval)
+            log.exception("%s failed; next in %g s", what, interval)
         await asyncio.sleep(interval)
