@@ -346,6 +346,27 @@ async def test_a_digest_this_process_knows_costs_no_record_get(
     assert record_gets() == 1
 
 
+async def test_an_object_vidproxy_did_not_write_waits_for_no_record(
+    make_config: Any, start_vidproxy: Any, s3_faults: S3Faults, s3: Any, bucket: str
+) -> None:
+    # Written straight to the bucket, as another tool would: nothing in it says
+    # a record follows, so no answer waits for one. Record GETs never answer.
+    body = payload(MULTIPART, 17)
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="theirs.mp4", Body=body)
+    s3_faults.stall = lambda request: RECORD_PREFIX in request.path
+    config = make_config("s3", s3={"endpoint_url": s3_faults.url}, cache={"enabled": False})
+    client = await start_vidproxy(config)
+
+    for method in ("HEAD", "GET", "GET"):
+        got = await asyncio.wait_for(fetch(client, "theirs.mp4", method), 30)
+        assert got.status == 200
+        assert "X-Content-SHA256" not in got.headers
+    assert got.body == body
+    # The first read asked for a record beside the object; the next knew this
+    # version has none.
+    assert len(s3_faults.stalled) == 1
+
+
 # ---- 1 GiB, streamed both ways ------------------------------------------------------------------
 
 

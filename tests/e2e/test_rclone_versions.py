@@ -1,8 +1,8 @@
 """``rclone serve s3`` overwrites are not atomic: during one, a GET can carry
 one version's bytes with another version's ETag or ``sha256`` metadata. The
-cache must never keep such a fill: every complete answer vidproxy gives,
-HITs above all, has bytes that are one whole version, under that version's
-ETag (the ETag rclone reports is the body's MD5).
+cache must never keep such a fill: every HIT has bytes that are one whole
+version, under that version's ETag (the ETag rclone reports is the body's
+MD5). A MISS gets what rclone sent, as a direct read from rclone would.
 
 Writers overwrite keys with boto3 straight to rclone (another replica, or any
 other tool), while vidproxy reads each key cold (a fill during overwrites)
@@ -137,5 +137,4 @@ async def test_no_hit_mixes_versions(
     refused = [a for a in cold + warm if a is None]
     figures = f"{writers.puts} puts, {len(hits)} hits, {len(refused)} refused"
     assert mixed(hits) == [], figures
-    assert mixed(cold + warm) == [], figures  # MISSes too, as far as rclone's ETags tell
     assert hits, figures

@@ -115,8 +115,9 @@ class CacheDir:
     def commit(
         self, info: ObjectInfo, temp: Path, content: Iterable[Digest], accessed_at: float
     ) -> Path:
-        """Make the filled ``temp`` file, whose bytes hash to ``content``, the
-        entry for ``info.key``, last accessed at ``accessed_at``; returns its path."""
+        """Make the filled ``temp`` file the entry for ``info.key``, last
+        accessed at ``accessed_at``; ``content``: what its bytes must hash to,
+        if anything says. Returns the data file's path."""
         meta_path = self._meta_path(info.key)
         meta_path.parent.mkdir(exist_ok=True)
         data_path = meta_path.with_name(temp.name)
@@ -133,6 +134,15 @@ class CacheDir:
             data_path.unlink(missing_ok=True)
             raise
         return data_path
+
+    def record_content(self, key: str, data_path: Path, content: Digest) -> None:
+        """Record what the entry's data hashed to, if its metadata still names that data."""
+        meta_path = self._meta_path(key)
+        meta = json.loads(meta_path.read_bytes())
+        if meta.get("data") != data_path.name:
+            return
+        meta["content"] = content_record([content])
+        write_atomically(meta_path, json.dumps(meta).encode())
 
     def remove(self, key: str, data_path: Path) -> None:
         """Delete an entry's data and, if it still names that data, its metadata."""

@@ -8,11 +8,10 @@ does not stop it. Bytes a reader needs that the fill will not provide (the
 fill failed, or a disk error stopped it) come straight from the backend, so
 the client still gets every byte.
 
-The bytes are hashed as they are written (same worker thread, off the event
-loop and off the first byte's path). Where the object's digest is known, a
-fill whose bytes hash to something else is not kept, and its readers do not
-get the object's last byte: a reader cannot be told the answer was complete
-before the digest says so, and a connection cut one byte short says it was not.
+A fill is not hashed: its readers get what the backend sent, as a direct
+read would, and a complete fill becomes an entry that is checked before it is
+a hit (``checks.py``). Hashing here, on 2 cores, held a cold GET to half the
+backend's speed (bench/: cold GET, CPU seconds per GiB).
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..conditions import ByteRange
-from ..errors import ObjectDamaged
 from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
-from ..storage.integrity import Digest, Digester
 from ..units import MiB
 
 log = logging.getLogger(__name__)
@@ -37,10 +34,9 @@ READ_CHUNK = 1 * MiB
 # next batches arrive while the previous one is written.
 WRITE_BATCH = 4 * MiB  # at 1 MiB, the hops were ~10 % of a cold GET's busy samples (py-spy)
 # The fill receives on (and its readers read from memory) while a batch is
-# hashed and written, until this many bytes are not written yet: the disk (page
-# cache writeback, a stalled write) and the hash never hold the client up
-# unless they fall this far behind. Waiting for each batch instead held a cold
-# GET to the speed of hash + write, a third of the backend's on a busy machine.
+# written, until this many bytes are not written yet: the disk (page cache
+# writeback, a stalled write) never holds the client up unless it falls this
+# far behind. Waiting for each batch instead held a cold GET to the disk's pace.
 WRITE_AHEAD = 16 * MiB
 # pwritev takes at most IOV_MAX (1024 on Linux) pieces per call.
 IOV_MAX = 1024
@@ -61,19 +57,11 @@ class Fill:
         info: ObjectInfo,
         source: ObjectReader,
         temp: Path,
-        expected: tuple[Digest, ...] = (),
         room: Awaitable[object] | None = None,
     ) -> None:
         self.info = info
         self.source = source  # serves ranges the fill cannot, pinned to info.etag
         self.temp = temp
-        self.expected = expected  # what the bytes must hash to, if anything says
-        # With nothing to check against, the bytes are hashed anyway: the entry
-        # records what they were, to be checked again after a restart.
-        self._digester = Digester(expected)
-        self.digests: tuple[Digest, ...] = ()  # of the bytes, once all are written
-        self.checked = not expected  # the bytes matched ``expected``
-        self.mismatch: str | None = None  # why they did not
         # Disk space being freed for this fill (evicted entries' unlinks): no
         # byte is written before it is.
         self._room = room
@@ -111,7 +99,6 @@ class Fill:
                 raise OSError(f"the backend sent {self.filled} of {self.info.size} bytes")
             await self._flush()
             await self._settle()
-            self._check()
             await asyncio.to_thread(os.fsync, self._fd)  # type: ignore[arg-type]
             self.complete = True
         finally:
@@ -121,16 +108,6 @@ class Fill:
                 # Not cancelled with us: the thread would go on writing anyway.
                 await asyncio.gather(asyncio.shield(self._writing), return_exceptions=True)
             await close_stream(chunks)
-
-    def _check(self) -> None:
-        """Compare what was written with what the backend promised; raise if they differ."""
-        self.digests = self._digester.digests()
-        self.mismatch = self._digester.mismatch(self.expected)
-        if self.mismatch is not None:
-            self._notify()
-            raise ObjectDamaged(f"the backend sent bytes that are not the object: {self.mismatch}")
-        self.checked = True
-        self._notify()
 
     def _receive(self, chunk: Chunk) -> None:
         self._offsets.append(self.filled)
@@ -172,8 +149,6 @@ class Fill:
     def _write(self, batch: list[Chunk], offset: int) -> int:
         if self._fd is None:
             self._fd = create_temp(self.temp)
-        for chunk in batch:
-            self._digester.update(chunk)
         _pwrite_all(self._fd, batch, offset)
         return offset + sum(len(chunk) for chunk in batch)
 
@@ -193,15 +168,6 @@ class Fill:
         """Return once bytes beyond ``offset`` are in, or the fill has ended."""
         while self.filled <= offset and not self.ended:
             await asyncio.shield(self._progress)
-
-    async def wait_checked(self) -> None:
-        """Return once the bytes matched the object's digest, or the fill ended
-        without knowing (then they are as good as a direct read); raise
-        ``ObjectDamaged`` if they did not match."""
-        while not self.checked and self.mismatch is None and not self.ended:
-            await asyncio.shield(self._progress)
-        if self.mismatch is not None:
-            raise ObjectDamaged(f"the backend sent bytes that are not the object: {self.mismatch}")
 
     async def read(self, position: int, limit: int) -> bytes | memoryview:
         """Up to ``limit`` bytes from ``position`` (< ``filled``): from memory if
@@ -247,13 +213,6 @@ async def read_following(fill: Fill, byte_range: ByteRange) -> AsyncIterator[byt
         data = await fill.read(position, min(READ_CHUNK, byte_range.stop - position))
         if not data:
             break
-        if position + len(data) == fill.info.size:
-            # The object's last byte waits for the digest (see the module's doc).
-            if len(data) > 1:
-                yield data[:-1]
-                position += len(data) - 1
-                data = data[-1:]
-            await fill.wait_checked()
         position += len(data)
         yield data
     if position < byte_range.stop:

@@ -9,7 +9,7 @@
   (``EntryIndex.make_room``); where none can be, the object is served uncached;
 - a write through this process makes the key's fill stale: it is not kept,
   and no request after the write joins it;
-- a fill that is complete and checked becomes the key's entry.
+- a complete fill becomes the key's entry, a hit once it is hashed (``checks.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..storage.base import Chunk, ObjectReader, Store
-from ..storage.integrity import Digest, content_record, expected_digests
 from .budget import DiskBudget
+from .checks import EntryChecks, first_digest
 from .clock import Clock
 from .disk import CacheDir
 from .fill import Fill
@@ -40,9 +40,11 @@ class Flights:
         disk: CacheDir,
         index: EntryIndex,
         budget: DiskBudget,
+        checks: EntryChecks,
         clock: Clock,
     ) -> None:
         self._inner = inner
+        self._checks = checks
         self._cfg = cfg
         self._disk = disk
         self._index = index
@@ -146,8 +148,7 @@ class Flights:
         if unlinks is None:
             return None
         room = asyncio.gather(*unlinks, return_exceptions=True) if unlinks else None
-        expected = expected_digests(full.info, trust_etag_md5=self._cfg.verify_etag_md5)
-        fill = Fill(full.info, full, self._disk.temp_path(key), expected, room)
+        fill = Fill(full.info, full, self._disk.temp_path(key), room)
         # Reserved before anything can await, so no other fill counts this room.
         self._budget.fills.add(fill)
         fill.on_closed = lambda: self._budget.fills.discard(fill)
@@ -176,8 +177,6 @@ class Flights:
             if fill.complete and not fill.stale:
                 await self._keep(key, fill)
             else:
-                if self._fills.get(key) is fill:
-                    del self._fills[key]  # bytes that failed their check: join no more
                 await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
         finally:
             # Only now: requests arriving while the entry was committed joined the fill.
@@ -187,14 +186,15 @@ class Flights:
 
     async def _keep(self, key: str, fill: Fill) -> None:
         accessed = self._clock.now()
+        content = first_digest(fill.info, self._cfg.verify_etag_md5)
         commit = self._disk.commit
+        expected = [content] if content is not None else []
         try:
-            path = await asyncio.to_thread(commit, fill.info, fill.temp, fill.digests, accessed)
+            path = await asyncio.to_thread(commit, fill.info, fill.temp, expected, accessed)
         except OSError as exc:
             log.error("cache: could not keep %r: %s", key, exc)
             await asyncio.to_thread(fill.temp.unlink, missing_ok=True)
             return
-        content = Digest.from_record(content_record(fill.digests))
         entry = Entry(fill.info, path, accessed, content, checked_at=self._clock.monotonic())
         entry.persisted_access = accessed
         # The fill's descriptor is the entry's file now; its readers hold it.
@@ -206,3 +206,4 @@ class Flights:
             return
         self._index.drop(key)
         self._index.add(entry)
+        self._checks.check_fill(entry)

@@ -35,7 +35,7 @@ class Entry:
     path: Path
     last_access: float  # wall clock (Clock.now)
     content: Digest | None = None  # what its bytes hashed to when filled
-    verified: bool = True  # False for an entry found at start, until it is hashed again
+    verified: bool = False  # its bytes hashed to what they must (checks.py): a hit
     checked_at: float = float("-inf")  # Clock.monotonic of the last check against the backend
     persisted_access: float = 0.0
     readers: int = 0

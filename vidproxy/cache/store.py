@@ -3,16 +3,17 @@
 - a miss starts one fill per object, which every concurrent reader follows,
   and a range far ahead of the fill is fetched from the backend at once
   (``flights.py``, ``fill.py``);
-- a fill is hashed as it is written and kept only if it matches the object's
-  digests, where any are known (``integrity.expected_digests``);
+- a complete fill is kept as an entry that is a hit once its bytes hashed to
+  the object's digest, where one is known (``integrity.expected_digests``),
+  in the background (``checks.py``);
 - a hit is served from disk (``local_path``, so sendfile), re-arms the entry's
   idle timer and moves it to the LRU tail (``index.py``);
 - ``cache.max_bytes`` and ``cache.min_free_bytes`` hold for every byte on disk
   (``budget.py``): a fill starts only after idle LRU entries were evicted to
   make room for it, and when no eviction can, the object is served uncached;
   entries in use are unlinked only when their last reader leaves;
-- entries found at start are hashed again in the background and are hits only
-  once they match; until then their reads go to the backend (``recovery.py``);
+- entries found at start are hashed again the same way; until an entry is
+  hashed, its reads go to the backend;
 - writes through this process drop the entry; a hit older than
   ``revalidate_after`` is checked with a HEAD.
 
@@ -40,12 +41,12 @@ from ..storage.base import (
     UploadSource,
 )
 from .budget import DiskBudget
+from .checks import EntryChecks
 from .clock import Clock
 from .disk import CacheDir
 from .flights import Flights
 from .index import Entry, EntryIndex
 from .readers import HitReader, labelled
-from .recovery import Recovery
 
 __all__ = ["CacheFigures", "CachingStore", "open_caching_store"]
 
@@ -83,20 +84,20 @@ class CachingStore:
         self._clock = clock
         self._budget = DiskBudget(cfg.max_bytes, cfg.min_free_bytes, disk.free_bytes)
         self._index = EntryIndex(cfg, disk, self._budget, clock)
-        self._recovery = Recovery(cfg, self._index)
-        self._flights = Flights(inner, cfg, disk, self._index, self._budget, clock)
+        self._checks = EntryChecks(cfg, disk, self._index)
+        self._flights = Flights(inner, cfg, disk, self._index, self._budget, self._checks, clock)
 
     # ---- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        self._recovery.index_found(await asyncio.to_thread(self._disk.prepare))
+        self._checks.index_found(await asyncio.to_thread(self._disk.prepare))
         self._index.evict_to_fit()
         count, root = len(self._index), self._disk.root
         log.info("cache: %d entries, %d bytes in %s", count, self._budget.indexed, root)
-        self._recovery.start()
+        self._checks.start()
 
     async def close(self) -> None:
-        await self._recovery.close()
+        await self._checks.close()
         await self._flights.close()
         await self._index.close()
 
@@ -156,9 +157,8 @@ class CachingStore:
 
     async def _open_entry(self, entry: Entry, hint: RangeSpec | None, head: bool) -> ObjectReader:
         if not entry.verified:
-            # Found at start and not hashed yet: read the backend meanwhile,
-            # and hash this one next.
-            self._recovery.hash_next(entry.info.key)
+            # Not hashed yet: read the backend meanwhile, and hash this one next.
+            self._checks.hash_next(entry.info.key)
             return labelled(await self._inner.open(entry.info.key, hint, head=head))
         reader = HitReader(self._index, entry)  # holds the file before anything can evict it
         await self._index.record_hit(entry)

@@ -33,6 +33,9 @@ class ObjectInfo:
     # Hex MD5 of the body where the backend vouches for one (an S3 ETag of a
     # single-part object not encrypted with KMS or a customer key), else None.
     md5: str | None = None
+    # The object says a SHA-256 record of it was written (storage/digests.py):
+    # only then is one worth waiting for.
+    sha256_recorded: bool = False
 
     @property
     def validators(self) -> Validators:

@@ -44,6 +44,8 @@ MAX_RECORD_BYTES = 8 * KiB
 # Digests remembered per process (~300 bytes each with a long key: ~3 MiB).
 KNOWN_DIGESTS = 10_000
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# What KnownDigests holds for a version without a record (never a parsed record's value).
+NO_RECORD = ""
 
 
 def record_key(key: str) -> str:
@@ -94,7 +96,7 @@ class DigestRecord:
 def with_recorded_sha256(info: ObjectInfo, record: DigestRecord | None) -> ObjectInfo:
     """``info`` with the record's SHA-256, if the record describes this version.
     A digest the object carries itself (its metadata) always wins."""
-    if info.sha256 or record is None or not record.describes(info):
+    if info.sha256 or record is None or not record.describes(info) or not record.sha256:
         return info
     return dataclasses.replace(info, sha256=record.sha256)
 
@@ -113,10 +115,15 @@ class DigestRecords:
 
     def look_up(self, key: str) -> DigestLookup:
         """Start finding the digest of ``key``'s current version: the record's GET
-        starts now, beside the object's, unless this process knows a digest."""
+        starts now, beside the object's, unless this process knows the digest or
+        knows that the version it saw last has no record."""
         known = self.known.get(key)
-        reading = None if known is not None else self._spawn(self.read(key))
+        reading = None if known is not None else self.read_later(key)
         return DigestLookup(self, key, known, reading)
+
+    def read_later(self, key: str) -> asyncio.Task[DigestRecord | None]:
+        """``read``, beside whatever the caller does meanwhile."""
+        return self._spawn(self.read(key))
 
     async def write(self, record: DigestRecord) -> None:
         """Store ``record``, replacing the key's earlier one. Raises vidproxy errors."""
@@ -179,17 +186,23 @@ class DigestLookup:
 
     async def attach(self, info: ObjectInfo) -> ObjectInfo:
         """``info`` with its digest: its own (metadata) without waiting for the
-        record, else what this process knows of that version, else the record's."""
+        record, else what this process knows of that version, else the record's
+        where the object says one was written."""
         known = self._records.known
         if info.sha256:
             known.add(DigestRecord(info.key, info.etag, info.size, info.sha256))
             return info
         if self._known is not None and self._known.describes(info):
             return with_recorded_sha256(info, self._known)
+        if not info.sha256_recorded:
+            # Written by something else: no record to wait for. A record GET
+            # already sent goes on alone; the next read of this version sends none.
+            known.add(DigestRecord(info.key, info.etag, info.size, NO_RECORD))
+            return info
         if self._reading is None:
             # What this process knew is of another version: the object changed
             # behind its back. Rare, so the record is read only now.
-            self._reading = self._records._spawn(self._records.read(self._key))
+            self._reading = self._records.read_later(self._key)
         # Shielded: a request cancelled here must not cut the record's GET mid-answer
         # (its pooled connection would be lost); the store waits for it at close.
         record = await asyncio.shield(self._reading)
@@ -199,8 +212,9 @@ class DigestLookup:
 
 
 class KnownDigests:
-    """The digests this process has seen lately, by key: a read of a version
-    whose digest is known needs no record GET. Safe to keep however long,
+    """The digests this process has seen lately, by key (``NO_RECORD`` for a
+    version that has none): a read of a version whose digest is known needs
+    no record GET. Safe to keep however long,
     since each names the ETag and size it was seen with: a version changed by
     anyone else no longer matches, and is looked up again."""
 

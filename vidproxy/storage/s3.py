@@ -69,6 +69,10 @@ READ_CHUNK = 256 * KiB
 LIST_HEAD_CONCURRENCY = 16
 DEFAULT_REGION = "us-east-1"
 SHA256_METADATA = "sha256"
+# Set at CreateMultipartUpload when the digest is not known yet: "a SHA-256
+# record follows". Reads wait for a record only where an object says so, so
+# objects written by anything else cost no wait for a record that cannot exist.
+RECORD_METADATA = "sha256-record"
 # Sorts after every key vidproxy writes under RESERVED_PREFIX (hex digests,
 # ULIDs): no character sorts after U+10FFFF, in code points or in UTF-8 bytes.
 PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
@@ -445,7 +449,7 @@ class S3Store:
         first = first[: await source.readinto(first)]
         if len(first) < plan.size_of(1):
             return await self._put_single(key, first, source, content_type, commit)
-        metadata = {SHA256_METADATA: source.expected_sha256} if source.expected_sha256 else {}
+        metadata = multipart_metadata(source.expected_sha256)
         upload = MultipartUpload(
             self._client,
             self._bucket,
@@ -687,6 +691,12 @@ def _learn_etag_style(shown: str, completed: str, content_md5: str | None) -> _M
     return _MultipartEtags.OTHER
 
 
+def multipart_metadata(sha256: str | None) -> dict[str, str]:
+    """A multipart upload's metadata: its SHA-256 if known before the body, else
+    the mark that a record of it will be written."""
+    return {SHA256_METADATA: sha256} if sha256 else {RECORD_METADATA: "1"}
+
+
 def _info_from(key: str, response: ObjectHead, size: int) -> ObjectInfo:
     metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
     modified = response.get("LastModified") or datetime.now(UTC)
@@ -697,6 +707,7 @@ def _info_from(key: str, response: ObjectHead, size: int) -> ObjectInfo:
         last_modified=modified.astimezone(UTC),
         content_type=safe_content_type(response.get("ContentType")),
         sha256=metadata.get(SHA256_METADATA),
+        sha256_recorded=metadata.get(RECORD_METADATA) == "1",
         md5=_content_md5(response),
     )
 

@@ -43,7 +43,7 @@ from ..uploads.sha256state import Sha256
 from .base import AppendSource, StoredObject
 from .multipart import PartBody, PartBuffers
 from .parts import PartPlan
-from .s3 import SHA256_METADATA, S3Store
+from .s3 import SHA256_METADATA, S3Store, multipart_metadata
 from .s3api import WriteConditions
 
 if TYPE_CHECKING:
@@ -240,7 +240,10 @@ class S3Resumable:
     async def create_multipart(self, record: UploadRecord, content_type: str) -> str:
         async with self._store.call("CreateMultipartUpload"):
             response = await self._client.create_multipart_upload(
-                Bucket=self._bucket, Key=record.key, ContentType=content_type
+                Bucket=self._bucket,
+                Key=record.key,
+                ContentType=content_type,
+                Metadata=multipart_metadata(None),
             )
         return str(response["UploadId"])
 
