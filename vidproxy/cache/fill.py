@@ -40,6 +40,10 @@ WRITE_BATCH = 4 * MiB  # at 1 MiB, the hops were ~10 % of a cold GET's busy samp
 WRITE_AHEAD = 16 * MiB
 # pwritev takes at most IOV_MAX (1024 on Linux) pieces per call.
 IOV_MAX = 1024
+# Bytes per write call. On this project's test machine (ext4), writing 1 GiB
+# into the page cache cost 0.21 s of system CPU in 1 MiB calls, and 0.3-2.5 s
+# in 4 MiB calls (the kernel's dirty-page throttling, per call).
+WRITE_CALL = 1 * MiB
 # Written bytes stay in memory this long behind the newest, for readers that
 # are a little behind the front.
 KEEP_BEHIND = 2 * MiB
@@ -228,10 +232,20 @@ def create_temp(path: Path) -> int:
 def _pwrite_all(fd: int, batch: list[Chunk], offset: int) -> None:
     views = [memoryview(chunk) for chunk in batch]
     while views:
-        written = os.pwritev(fd, views[:IOV_MAX], offset)
+        written = os.pwritev(fd, _one_call(views), offset)
         offset += written
         while views and written >= len(views[0]):
             written -= len(views[0])
             views.pop(0)
         if views and written:
             views[0] = views[0][written:]
+
+
+def _one_call(views: list[memoryview]) -> list[memoryview]:
+    """The first views, up to WRITE_CALL bytes (at least one view)."""
+    total = 0
+    for count, view in enumerate(views[:IOV_MAX]):
+        total += len(view)
+        if total >= WRITE_CALL:
+            return views[: count + 1]
+    return views[:IOV_MAX]
