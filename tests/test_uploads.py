@@ -263,6 +263,48 @@ async def test_a_checksum_mismatch_gets_460_and_keeps_none_of_its_bytes(
     assert await fetched(client, "sum.bin") == body
 
 
+def checksum_header(algorithm: str, data: bytes) -> dict[str, str]:
+    digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+    return {"Upload-Checksum": f"{algorithm} {digest}"}
+
+
+def reserved_objects(s3_side: tuple[Any, str] | None) -> list[str]:
+    """Objects under .vidproxy/uploads/ but the records (.info)."""
+    if s3_side is None:
+        return []
+    s3, bucket = s3_side
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=".vidproxy/uploads/")
+    keys = [str(item["Key"]) for item in listed.get("Contents", [])]
+    return sorted(key for key in keys if not key.endswith(".info"))
+
+
+async def test_a_mismatch_of_other_bytes_over_two_parts_leaves_the_upload_finishable(
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, pending_uploads: Any
+) -> None:
+    # rclone refuses a part number again with other bytes: a checksummed PATCH
+    # must upload no part before its checksum matched.
+    body = payload(13 * MiB, seed=21)
+    location = await create(client, len(body), key="resent.bin")
+    first = body[: 2 * PART + MiB]
+    other = payload(len(first), seed=22)
+    response = await patch(client, location, 0, other, **checksum_header("sha256", first))
+    await error_of(response, 460, "upload_checksum_mismatch")
+    assert await offset_of(client, location) == 0
+    assert reserved_objects(s3_side) == []
+    response = await patch(client, location, 0, first, **checksum_header("sha256", first))
+    assert response.status == 204, await response.text()
+    assert response.headers["Upload-Offset"] == str(len(first))
+    rest = body[len(first) :]
+    response = await patch(client, location, len(first), rest, **checksum_header("md5", rest))
+    assert response.status == 204, await response.text()
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "resent.bin") == body
+    head = await client.head("/videos/resent.bin")
+    assert head.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert reserved_objects(s3_side) == []
+    assert await pending_uploads() == []
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
