@@ -263,6 +263,92 @@ async def test_a_checksum_mismatch_gets_460_and_keeps_none_of_its_bytes(
     assert await fetched(client, "sum.bin") == body
 
 
+def checksum_header(algorithm: str, data: bytes) -> dict[str, str]:
+    digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+    return {"Upload-Checksum": f"{algorithm} {digest}"}
+
+
+def reserved_objects(s3_side: tuple[Any, str] | None) -> list[str]:
+    """Objects under .vidproxy/uploads/ but the records (.info)."""
+    if s3_side is None:
+        return []
+    s3, bucket = s3_side
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=".vidproxy/uploads/")
+    keys = [str(item["Key"]) for item in listed.get("Contents", [])]
+    return sorted(key for key in keys if not key.endswith(".info"))
+
+
+async def test_a_mismatch_of_other_bytes_over_two_parts_leaves_the_upload_finishable(
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, pending_uploads: Any
+) -> None:
+    # rclone refuses a part number again with other bytes: a checksummed PATCH
+    # must upload no part before its checksum matched.
+    body = payload(13 * MiB, seed=21)
+    location = await create(client, len(body), key="resent.bin")
+    first = body[: 2 * PART + MiB]
+    other = payload(len(first), seed=22)
+    response = await patch(client, location, 0, other, **checksum_header("sha256", first))
+    await error_of(response, 460, "upload_checksum_mismatch")
+    assert await offset_of(client, location) == 0
+    assert reserved_objects(s3_side) == []
+    response = await patch(client, location, 0, first, **checksum_header("sha256", first))
+    assert response.status == 204, await response.text()
+    assert response.headers["Upload-Offset"] == str(len(first))
+    rest = body[len(first) :]
+    response = await patch(client, location, len(first), rest, **checksum_header("md5", rest))
+    assert response.status == 204, await response.text()
+    assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert await fetched(client, "resent.bin") == body
+    head = await client.head("/videos/resent.bin")
+    assert head.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+    assert reserved_objects(s3_side) == []
+    assert await pending_uploads() == []
+
+
+def leave_staged(s3_side: tuple[Any, str] | None, location: str) -> None:
+    """A staged part, as a process killed in a checksummed PATCH leaves it."""
+    if s3_side is not None:
+        s3, bucket = s3_side
+        key = f".vidproxy/uploads/{location.rsplit('/', 1)[1]}.stage.1.1"
+        s3.put_object(Bucket=bucket, Key=key, Body=payload(PART))
+
+
+async def test_delete_removes_staged_parts_a_crash_left(
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, pending_uploads: Any
+) -> None:
+    body = payload(6 * MiB)
+    location = await create(client, len(body))
+    assert (await patch(client, location, 0, body[: 5 * MiB + 3])).status == 204
+    leave_staged(s3_side, location)
+    assert (await client.delete(location, headers=TUS)).status == 204
+    assert reserved_objects(s3_side) == []
+    assert await pending_uploads() == []
+
+
+async def test_a_checksummed_patch_cut_off_keeps_nothing_and_no_staged_part(
+    client: TestClient[Any, Any], s3_side: tuple[Any, str] | None, raw_connect: Connect,
+    wait_until: Any,
+) -> None:  # fmt: skip
+    body = payload(13 * MiB, seed=23)
+    location = await create(client, len(body), key="cut-sum.bin")
+    connection = await raw_connect(client)
+    headers = {**OCTETS, "Upload-Offset": "0", "Content-Length": str(len(body))}
+    await connection.send_head("PATCH", location, {**headers, **checksum_header("sha1", body)})
+    await connection.send(body[: 2 * PART + MiB])
+    await connection.close()
+
+    async def unlocked() -> bool:  # the PATCH is over once the upload is free again
+        response = await patch(client, location, 1, b"x")
+        return response.status == 409
+
+    await wait_until(unlocked, "the cut PATCH over", within=10)
+    assert await offset_of(client, location) == 0
+    assert reserved_objects(s3_side) == []
+    response = await patch(client, location, 0, body, **checksum_header("sha1", body))
+    assert response.status == 204, await response.text()
+    assert await fetched(client, "cut-sum.bin") == body
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
@@ -546,15 +632,17 @@ async def test_an_expired_upload_gets_410(
 
 async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
     tus_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
-    pending_uploads: Any, wait_until: Any,
+    pending_uploads: Any, wait_until: Any, s3_side: tuple[Any, str] | None,
 ) -> None:  # fmt: skip
     client = await start_vidproxy(tus_config(uploads={"expire_after": 1}))
     location = await create(client, 20 * MiB)
     assert (await patch(client, location, 0, payload(6 * MiB))).status == 204
+    leave_staged(s3_side, location)
 
     async def gone() -> bool:
         response = await client.head(location, headers=TUS)
-        return response.status == 404 and await pending_uploads() == []
+        no_objects = reserved_objects(s3_side) == []
+        return response.status == 404 and await pending_uploads() == [] and no_objects
 
     async def counted() -> bool:
         # The sweeper counts once the record is gone: a HEAD can see it first.
@@ -613,6 +701,23 @@ async def test_the_stale_upload_sweep_leaves_live_tus_uploads_alone(
     await wait_until(lambda: swept_twice_more(start), "two more stale-upload sweeps", within=10)
     assert (await patch(client, location, 6 * MiB, body[6 * MiB :])).status == 204
     assert await fetched(client, "kept") == body
+
+
+@pytest.mark.parametrize(("checksum", "reads"), [(False, 1), (True, 3)])
+async def test_only_a_checksummed_patch_reads_its_parts_back(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any],
+    checksum: bool, reads: int,
+) -> None:  # fmt: skip
+    client = await start_vidproxy(make_config("s3"))
+    body = payload(2 * PART + MiB, seed=24)
+    location = await create(client, len(body) + 1)
+    reads_so_far = 'vidproxy_s3_requests_total{operation="GetObject"}'
+    start = counter(await (await client.get("/metrics")).text(), reads_so_far)
+    headers = checksum_header("sha256", body) if checksum else {}
+    assert (await patch(client, location, 0, body, **headers)).status == 204
+    # The record, read once; a checksummed PATCH reads each staged part back.
+    end = counter(await (await client.get("/metrics")).text(), reads_so_far)
+    assert end - start == reads
 
 
 async def test_metrics_count_tus_uploads_and_bytes(client: TestClient[Any, Any]) -> None:

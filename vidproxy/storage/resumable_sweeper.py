@@ -1,5 +1,6 @@
-"""Drop tus uploads past their expiry: unfinished ones (parts aborted, tail and
-record removed) and the records finished ones keep for late HEADs.
+"""Drop tus uploads past their expiry: unfinished ones (parts aborted; tail,
+staged parts and record removed) and the records finished ones keep for late
+HEADs.
 
 Every ``uploads.sweep_every`` seconds, so an abandoned upload is gone within
 ``expire_after`` plus one interval. A live upload is never dropped: each PATCH

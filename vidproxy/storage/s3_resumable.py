@@ -4,6 +4,7 @@ Per upload, under ``.vidproxy/uploads/``::
 
     <id>.info         the record (JSON), written with If-Match on its last ETag
     <id>.tail.<rev>   bytes not yet in a part (shorter than one), as tusd's ``.part``
+    <id>.stage.<rev>.<n>  part n of a PATCH with Upload-Checksum, until it matched
 
 and one multipart upload on the video's own key, created when the first full
 part is ready (so the content type can be sniffed from the first bytes, and an
@@ -12,6 +13,13 @@ order, numbered from 1 without gaps (rclone needs both); each part sent is saved
 in the record, so the offset a client sees is always durable. A part uploaded
 after the last save (a crash) is uploaded again, with the same bytes, by the
 PATCH that resumes at the saved offset.
+
+A PATCH with ``Upload-Checksum`` uploads no part before its whole body matched:
+its full parts are first staged as objects, then promoted (read back and sent as
+parts, in order) once it did, and removed either way. S3 stays the only state,
+and a part number is only ever sent with final bytes: ``rclone serve s3``
+refuses a part number again with other bytes, and does not implement
+UploadPartCopy (it answers without an ETag), hence the read back.
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ def record_key(upload_id: str) -> str:
 
 def tail_key(upload_id: str, revision: int) -> str:
     return f"{RECORDS_PREFIX}{upload_id}.tail.{revision}"
+
+
+def stage_key(upload_id: str, revision: int, number: int) -> str:
+    return f"{RECORDS_PREFIX}{upload_id}.stage.{revision}.{number}"
 
 
 def resume_hash(record: UploadRecord) -> Sha256 | None:
@@ -180,7 +192,7 @@ class S3Resumable:
                     )
             except (NotFound, UpstreamError):
                 pass  # already gone (moto answers 500 to some of these)
-        # Every object of the upload, stale tails a crash left behind included.
+        # Every object of the upload, stale tails and staged parts a crash left included.
         async for key in self._list(f"{RECORDS_PREFIX}{record.id}."):
             if key != record_key(record.id):
                 await self._delete(key)
@@ -212,16 +224,24 @@ class S3Resumable:
     async def read_tail(self, record: UploadRecord, into: memoryview) -> int:
         if not record.tail_size or record.tail_key is None:
             return 0
+        return await self.read_into(record.tail_key, into[: record.tail_size])
+
+    async def read_into(self, key: str, into: memoryview) -> int:
+        """Read the object ``key``, which holds exactly ``len(into)`` bytes."""
         async with self._store.call("GetObject"):
-            response = await self._client.get_object(Bucket=self._bucket, Key=record.tail_key)
+            response = await self._client.get_object(Bucket=self._bucket, Key=key)
             async with response["Body"] as body:
                 data = await body.read()
-        if len(data) != record.tail_size:
-            raise ObjectDamaged(
-                f"the tail of this upload holds {len(data)} bytes, not {record.tail_size}"
-            )
-        into[: len(data)] = data
+        if len(data) != len(into):
+            raise ObjectDamaged(f"{key} holds {len(data)} bytes, not {len(into)}")
+        into[:] = data
         return len(data)
+
+    async def put_staged(self, key: str, data: memoryview) -> None:
+        async with self._store.call("PutObject"):
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=cast(IO[bytes], PartBody(data))
+            )
 
     async def put_tail(self, record: UploadRecord, data: memoryview) -> str:
         key = tail_key(record.id, record.revision + 1)
@@ -234,7 +254,7 @@ class S3Resumable:
             return
         try:
             await self._delete(key)
-        except (UpstreamError, UpstreamUnavailable) as exc:
+        except (NotFound, UpstreamError, UpstreamUnavailable) as exc:
             log.warning("could not remove %s: %s", key, exc.message)
 
     async def create_multipart(self, record: UploadRecord, content_type: str) -> str:
@@ -375,6 +395,10 @@ class _Append:
         self._arrived = asyncio.Event()
         self._lander: asyncio.Task[None] | None = None
         self._old_tails: list[str] = []
+        # With a checksum: the staged objects put (or being put), and the staged
+        # parts stored (etag: the staged key), each with the hash state at its end.
+        self._staged_keys: list[str] = []
+        self._staged: list[tuple[Part, str | None]] = []
 
     async def run(self) -> StoredObject | None:
         assert self._source is not None
@@ -400,9 +424,11 @@ class _Append:
                 filled = hashed = tail_bytes = 0
             await self._feed_hash(buffer[hashed:filled])
             await self._land_all()
+            await self._promote_staged()
             return await self._settle(number, buffer[:filled], filled > tail_bytes)
         except BaseException:
             await self._cancel_inflight()
+            await self._drop_staged()
             raise
         finally:
             if owned:
@@ -418,11 +444,11 @@ class _Append:
     async def _send_part(self, number: int, buffer: memoryview) -> None:
         record = self._record
         if record.s3_upload_id is None:
-            # The first full part starts at byte 0: sniff from it, then start S3's upload.
-            content_type = content_type_for(record, buffer)
-            record.content_type = content_type
-            record.s3_upload_id = await self._s3.create_multipart(record, content_type)
-            await self._s3.save(record)  # so an abort can always find it
+            # The first full part starts at byte 0: sniff from it, then start S3's
+            # upload (once the checksum matched, for a staged PATCH).
+            record.content_type = content_type_for(record, buffer)
+            if not self._verified_at_end:
+                await self._start_multipart()
         if self._lander is None:
             self._lander = asyncio.ensure_future(self._land_in_order())
         elif self._lander.done():
@@ -432,11 +458,44 @@ class _Append:
         self._inflight.append((task, self._hash_state()))
         self._arrived.set()
 
+    async def _start_multipart(self) -> None:
+        record = self._record
+        assert record.content_type is not None, "sniffed from the first part"
+        record.s3_upload_id = await self._s3.create_multipart(record, record.content_type)
+        await self._s3.save(record)  # so an abort can always find it
+
     async def _upload(self, number: int, buffer: memoryview) -> Part:
         try:
-            return await self._s3.upload_part(self._record, number, buffer)
+            if not self._verified_at_end:
+                return await self._s3.upload_part(self._record, number, buffer)
+            key = stage_key(self._record.id, self._record.revision, number)
+            self._staged_keys.append(key)  # before the put: a cut one is removed too
+            await self._s3.put_staged(key, buffer)
+            return Part(number, key, len(buffer))
         finally:
             self._buffers.give_back(buffer)
+
+    async def _promote_staged(self) -> None:
+        """The checksum matched: each staged part, in order, read back and sent as
+        the part it is, the record saved after each (as unstaged parts are)."""
+        for staged, state in self._staged:
+            if self._record.s3_upload_id is None:
+                await self._start_multipart()
+            buffer = await self._buffers.take(staged.size)
+            try:
+                await self._s3.read_into(staged.etag, buffer)
+                part = await self._s3.upload_part(self._record, staged.number, buffer)
+            finally:
+                self._buffers.give_back(buffer)
+            self._land(part, state)
+            await self._s3.save(self._record)
+        self._staged.clear()
+        await self._drop_staged()
+
+    async def _drop_staged(self) -> None:
+        for key in self._staged_keys:
+            await self._s3.drop_object(key)
+        self._staged_keys.clear()
 
     async def _land_in_order(self) -> None:
         while True:
@@ -449,9 +508,11 @@ class _Append:
             part = await task
             self._inflight.popleft()
             self._slots.release()
+            if self._verified_at_end:
+                self._staged.append((part, state))  # the record waits for the checksum
+                continue
             self._land(part, state)
-            if not self._verified_at_end:
-                await self._s3.save(self._record)  # the offset now promises this part
+            await self._s3.save(self._record)  # the offset now promises this part
 
     def _land(self, part: Part, state: str | None) -> None:
         record = self._record
@@ -472,6 +533,11 @@ class _Append:
 
     async def _cancel_inflight(self) -> None:
         tasks: list[asyncio.Future[Any]] = [t for t, _ in self._inflight if t is not None]
+        if self._verified_at_end:
+            # Staged puts run to their end: a cancelled one may still be written by
+            # the server (rclone) after _drop_staged removed it. At most
+            # ``upload_concurrency`` parts.
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._lander is not None:
             tasks.append(self._lander)
         for task in tasks:
