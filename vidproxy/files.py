@@ -12,11 +12,22 @@ from .conditions import ByteRange
 from .units import MiB
 
 READ_CHUNK = 1 * MiB
+# Bytes per write call. On this project's test machine (ext4), writing 1 GiB
+# into the page cache cost 0.21 s of system CPU in 1 MiB calls, and 0.3-2.5 s
+# in 4 MiB calls (the kernel's dirty-page throttling is paid per call).
+WRITE_CALL = 1 * MiB
 
 
 def flush_and_sync(f: Any) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+def write_in_calls(out: Any, data: memoryview) -> None:
+    """``out.write(data)`` in calls of at most WRITE_CALL bytes (``out`` unbuffered
+    or flushed after: a buffered file passes a large write straight through)."""
+    for start in range(0, len(data), WRITE_CALL):
+        out.write(data[start : start + WRITE_CALL])
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..conditions import ByteRange
+from ..files import WRITE_CALL
 from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
 from ..units import MiB
 
@@ -40,10 +41,6 @@ WRITE_BATCH = 4 * MiB  # at 1 MiB, the hops were ~10 % of a cold GET's busy samp
 WRITE_AHEAD = 16 * MiB
 # pwritev takes at most IOV_MAX (1024 on Linux) pieces per call.
 IOV_MAX = 1024
-# Bytes per write call. On this project's test machine (ext4), writing 1 GiB
-# into the page cache cost 0.21 s of system CPU in 1 MiB calls, and 0.3-2.5 s
-# in 4 MiB calls (the kernel's dirty-page throttling, per call).
-WRITE_CALL = 1 * MiB
 # Written bytes stay in memory this long behind the newest, for readers that
 # are a little behind the front.
 KEEP_BEHIND = 2 * MiB

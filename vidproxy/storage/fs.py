@@ -29,7 +29,7 @@ from ulid import ULID
 from ..buffers import lazy_buffer
 from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, ObjectDamaged, PreconditionFailed, UpstreamUnavailable
-from ..files import flush_and_sync, read_file, sync_dir, write_atomically
+from ..files import flush_and_sync, read_file, sync_dir, write_atomically, write_in_calls
 from ..keys import key_digest
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
@@ -179,7 +179,7 @@ class FsStore:
         buffer = memoryview(lazy_buffer(WRITE_CHUNK))
         with await asyncio.to_thread(open, path, "wb") as out:
             while filled := await source.readinto(buffer):
-                await asyncio.to_thread(out.write, buffer[:filled])
+                await asyncio.to_thread(write_in_calls, out, buffer[:filled])
                 size += filled
             await asyncio.to_thread(flush_and_sync, out)
         return size

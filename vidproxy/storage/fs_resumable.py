@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from ..buffers import lazy_buffer
 from ..errors import NotFound, ObjectDamaged
-from ..files import flush_and_sync, sync_dir, write_atomically
+from ..files import flush_and_sync, sync_dir, write_atomically, write_in_calls
 from ..media import SNIFF_BYTES
 from ..units import MiB
 from ..uploads.record import UploadRecord
@@ -162,7 +162,7 @@ def _open_at(path: Path, offset: int) -> BinaryIO:
 
 
 def _write_and_sync(out: BinaryIO, data: memoryview) -> None:
-    out.write(data)
+    write_in_calls(out, data)
     flush_and_sync(out)
 
 
