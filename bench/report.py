@@ -160,7 +160,7 @@ def markdown(
 
 
 def write_json(path: Path, figures: list[Figure], meta: dict[str, Any], extra: dict) -> None:
-    data = {"meta": meta, "figures": [f.to_json() for f in figures if f.vid], **extra}
+    data = {"meta": meta, "figures": [f.to_json() for f in figures if f.vid or f.cpu_vid], **extra}
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
