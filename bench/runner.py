@@ -41,11 +41,12 @@ def log(message: str) -> None:
 def run_bench(sizes: Sizes, out_dir: Path, only: list[str], keep: bool, profile: bool) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = "smoke-" if sizes.name == "smoke" else ""
+    meta = _meta(sizes)  # before the stale profiles go: a committed one would read as -dirty
     for stale in out_dir.glob(f"{prefix}profile-*.txt"):
         stale.unlink()  # profiles of an earlier run would pass for this one's
     # SIGTERM (CI's timeout, a kill) unwinds like an error: every child is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    out = Output(out_dir, prefix, sizes, _meta(sizes), catalogue(sizes))
+    out = Output(out_dir, prefix, sizes, meta, catalogue(sizes))
     root = Path(tempfile.mkdtemp(prefix="vidproxy-bench-"))
     log(f"{sizes.name} run, {sizes.runs} run(s) per figure, working in {root}")
     try:
