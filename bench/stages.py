@@ -444,12 +444,10 @@ def floors_stage(run: Run, index: int) -> None:
         "read and discard an upload": spent["discard"],
         "read an upload + SHA-256": spent["sha256"],
         "MD5 of the body (Content-MD5 for rclone's ETags), in-process": hashing,
-        "upload: read + SHA-256 + MD5": spent["sha256"] + hashing,
-        "cold: relay from the backend + write to the cache file": spent["relay"],
-        "cold until a hit: relay + write + MD5 (check of an object with no SHA-256)": (
-            spent["relay"] + hashing
-        ),
-        "warm: loop.sendfile from disk": spent["sendfile"],
+        FLOOR_OF["upload"]: spent["sha256"] + hashing,
+        FLOOR_OF["cold"]: spent["relay"],
+        FLOOR_OF["cold_until_hit"]: spent["relay"] + hashing,
+        FLOOR_OF["warm"]: spent["sendfile"],
     }
     for name, value in values.items():
         run.floors.setdefault(name, []).append(value)
