@@ -54,6 +54,9 @@ class Flights:
         self._starting: dict[str, asyncio.Future[None]] = {}  # keys whose fill is being opened
         self._writes = 0  # bumped by every write through this process
         self._behind: set[asyncio.Task[None]] = set()  # fills starting behind a far range
+        # Every fill's task, also those no request may join any more (stale,
+        # invalidated): close() must stop them all, or their temp files outlive it.
+        self._running: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._fills)
@@ -78,7 +81,7 @@ class Flights:
     async def close(self) -> None:
         # First the fills starting behind a far range, so none starts after the cancel.
         await asyncio.gather(*self._behind, return_exceptions=True)
-        tasks = [fill.task for fill in self._fills.values() if fill.task is not None]
+        tasks = list(self._running)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,6 +162,8 @@ class Flights:
             raise
         self._fills[key] = fill
         fill.task = asyncio.create_task(self._run_fill(key, fill, chunks))
+        self._running.add(fill.task)
+        fill.task.add_done_callback(self._running.discard)
         fill.stale = self._writes != writes_before
         if fill.stale:
             # Written while we opened it: this reader may have the old bytes it
