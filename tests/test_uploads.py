@@ -653,6 +653,27 @@ async def test_the_sweeper_drops_an_abandoned_upload_within_seconds(
     await wait_until(counted, "the expired upload counted")
 
 
+async def test_the_sweeper_reads_no_record_written_within_expire_after(
+    make_config: Callable[..., Config], start_vidproxy: Callable[..., Any], wait_until: Any
+) -> None:
+    uploads = {"expire_after": 3600, "sweep_interval": 0.05}
+    client = await start_vidproxy(make_config("s3", uploads=uploads))
+    for _ in range(3):
+        await create(client, 10)
+
+    async def requests(operation: str) -> int:
+        metrics = await (await client.get("/metrics")).text()
+        return counter(metrics, f'vidproxy_s3_requests_total{{operation="{operation}"}}')
+
+    reads, lists = await requests("GetObject"), await requests("ListObjectsV2")
+
+    async def swept_thrice() -> bool:
+        return await requests("ListObjectsV2") >= lists + 3
+
+    await wait_until(swept_thrice, "three sweeps over the live uploads")
+    assert await requests("GetObject") == reads  # the listing's dates sufficed
+
+
 async def test_head_while_a_patch_runs_shows_its_durable_progress(
     client: TestClient[Any, Any], raw_connect: Connect, wait_until: Any
 ) -> None:

@@ -244,6 +244,8 @@ class ResumableStore(Protocol):
         """Drop the upload: its bytes, parts and record."""
         ...
 
-    def records(self) -> AsyncIterator[UploadRecord]:
-        """Every upload record, for the expiry sweep."""
+    def records(self, idle_for: float = 0.0) -> AsyncIterator[UploadRecord]:
+        """Every upload record last written at least ``idle_for`` seconds ago.
+        Each write sets an expiry at most ``expire_after`` later, so the expiry
+        sweep reads only the records idle that long, not every live one."""
         ...

@@ -76,8 +76,11 @@ class FsResumable:
         data = json.dumps(record.to_json()).encode()
         await asyncio.to_thread(write_atomically, self._info(record.id), data)
 
-    async def records(self) -> AsyncIterator[UploadRecord]:
-        paths = await asyncio.to_thread(lambda: sorted(self._dir.glob("*.info")))
+    async def records(self, idle_for: float = 0.0) -> AsyncIterator[UploadRecord]:
+        written_before = time.time() - idle_for
+        paths = await asyncio.to_thread(
+            lambda: sorted(p for p in self._dir.glob("*.info") if _mtime(p) <= written_before)
+        )
         for path in paths:
             try:
                 yield await self.load(path.name.removesuffix(".info"))
@@ -175,3 +178,10 @@ def _hash_file(path: Path, hasher: Sha256) -> None:
     with open(path, "rb") as f:
         while chunk := f.read(WRITE_CHUNK):
             hasher.update(chunk)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0  # gone meanwhile: load() says so

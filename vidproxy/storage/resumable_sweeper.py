@@ -5,7 +5,9 @@ HEADs.
 Every ``uploads.sweep_every`` seconds, so an abandoned upload is gone within
 ``expire_after`` plus one interval. A live upload is never dropped: each PATCH
 pushes its expiry back as its parts land, and an upload this process is writing
-is skipped whatever its record says.
+is skipped whatever its record says. Only the records idle for ``expire_after``
+are read (the listing's dates tell which): a bucket of many live uploads costs
+a sweep one listing, not one read per upload.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_expired(
-    store: ResumableStore, busy: Callable[[str], bool], on_expired: Callable[[], None]
+    store: ResumableStore,
+    expire_after: float,
+    busy: Callable[[str], bool],
+    on_expired: Callable[[], None],
 ) -> int:
     dropped = 0
-    async for record in store.records():
+    async for record in store.records(idle_for=expire_after):
         if busy(record.id) or time.time() < record.expires:
             continue
         try:
@@ -42,10 +47,13 @@ async def sweep_expired(
 
 async def sweep_expired_forever(
     store: ResumableStore,
+    expire_after: float,
     interval: float,
     busy: Callable[[str], bool],
     on_expired: Callable[[], None],
 ) -> None:
     await repeat_forever(
-        lambda: sweep_expired(store, busy, on_expired), interval, "expired upload sweep"
+        lambda: sweep_expired(store, expire_after, busy, on_expired),
+        interval,
+        "expired upload sweep",
     )

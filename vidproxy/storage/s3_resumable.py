@@ -29,8 +29,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..errors import (
@@ -161,9 +162,12 @@ class S3Resumable:
             raise UploadLocked("another request wrote this upload meanwhile; ask HEAD") from None
         record.stored_etag = str(response.get("ETag", "")) or None
 
-    async def records(self) -> AsyncIterator[UploadRecord]:
-        async for key in self._list(RECORDS_PREFIX):
-            if not key.endswith(RECORD_SUFFIX):
+    async def records(self, idle_for: float = 0.0) -> AsyncIterator[UploadRecord]:
+        # The listing's LastModified picks the idle ones: only they are read.
+        written_before = time.time() - idle_for
+        async for item in self._list_objects(RECORDS_PREFIX):
+            key = str(item["Key"])
+            if not key.endswith(RECORD_SUFFIX) or _written_at(item) > written_before:
                 continue
             upload_id = key[len(RECORDS_PREFIX) : -len(RECORD_SUFFIX)]
             try:
@@ -172,12 +176,16 @@ class S3Resumable:
                 continue
 
     async def _list(self, prefix: str) -> AsyncIterator[str]:
+        async for item in self._list_objects(prefix):
+            yield str(item["Key"])
+
+    async def _list_objects(self, prefix: str) -> AsyncIterator[Mapping[str, Any]]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
         while True:
             async with self._store.call("ListObjectsV2"):
                 page = await self._client.list_objects_v2(**params)
             for item in page.get("Contents", []):
-                yield str(item["Key"])
+                yield item
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
@@ -611,3 +619,10 @@ def _sha256_of(data: memoryview) -> str:
     digest = Sha256()
     digest.update(data)
     return digest.hexdigest()
+
+
+def _written_at(item: Mapping[str, Any]) -> float:
+    """When the listed object was last written (UNIX seconds); a listing without
+    the date reads as long ago, so the object is read rather than skipped."""
+    modified = item.get("LastModified")
+    return modified.timestamp() if isinstance(modified, datetime) else 0.0

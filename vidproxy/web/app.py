@@ -109,6 +109,7 @@ async def _expiry_sweep(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     sweep = sweep_expired_forever(
         app[RESUMABLE],
+        app[CONFIG].uploads.expire_after,
         app[CONFIG].uploads.sweep_every,
         app[TUS_LOCKS].is_held,
         lambda: metrics.tus_event("expired"),
