@@ -192,6 +192,25 @@ async def test_without_fill_on_disconnect_a_client_that_leaves_stops_the_fill(
     assert cache_rig.full_gets("a.mp4", LARGE) == 1
 
 
+async def test_shutdown_stops_a_fill_a_write_made_stale_and_leaves_no_temp_file(
+    cache_rig: CacheRig,
+) -> None:
+    body = random_bytes(LARGE, 31)
+    await cache_rig.upload("a.mp4", body)
+    client = await cache_rig.start()
+    hold = cache_rig.proxy.hold(cache_rig.bucket, "a.mp4", after=LARGE // 2)
+    await _leave_early(client, "a.mp4")
+    await hold.wait_reached()
+    await wait_for(cache_rig.temp_files, "the fill writing its temp file")
+    # No request may join the fill any more; it runs on, held at S3.
+    assert (await client.delete("/videos/a.mp4")).status == 204
+
+    await client.close()
+
+    assert cache_rig.temp_files() == []
+    hold.release()
+
+
 async def _leave_early(client: TestClient[Any, Any], key: str) -> None:
     """Start a GET, read its first bytes, then close the connection."""
     response = await client.get(f"/videos/{key}")
