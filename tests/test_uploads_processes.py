@@ -5,6 +5,7 @@ other; two PATCHes racing through both). Bytes and X-Content-SHA256 compared."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import threading
@@ -14,8 +15,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
-from fault_rig import VidproxyProcess, apoll, poll
+from fault_rig import (
+    S3Faults,
+    VidproxyProcess,
+    apoll,
+    is_upload_part,
+    payload,
+    poll,
+    running,
+    s3_faults_fixture,  # noqa: F401
+)
 from rclone_rig import boto3_client, new_bucket, rclone_endpoint_fixture  # noqa: F401
 from tcp_proxy import tcp_proxy
 from tusclient import client as tus_client
@@ -24,6 +35,8 @@ from vidproxy.units import MiB
 
 SIZE = 17 * MiB + 4321  # three 5 MiB parts and a tail
 CHUNK = 64 * MiB  # tuspy sends the rest of the file in one PATCH
+PART = 5 * MiB
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +201,61 @@ async def test_two_patches_racing_through_two_processes_are_not_both_accepted(
 
 async def _offset_is(url: str, offset: int) -> bool:
     return await asyncio.to_thread(offset_of, url) == offset
+
+
+async def test_kill_9_while_a_checksummed_patch_promotes_its_parts_then_resume(
+    s3_faults: S3Faults, moto_endpoint: str, tmp_path: Path
+) -> None:
+    # A PATCH with Upload-Checksum stages its parts, then promotes them one by
+    # one once the body matched. Held as the second goes out, the first is
+    # promised (in the record); a crash there must keep that promise and no more.
+    env = {
+        "VIDPROXY_S3_ENDPOINT_URL": s3_faults.url,
+        "VIDPROXY_S3_BUCKET": new_bucket(boto3_client(moto_endpoint)),
+        "VIDPROXY_S3_ADDRESSING_STYLE": "path",
+        "VIDPROXY_S3_PART_SIZE": "5MiB",
+        "VIDPROXY_S3_ABORT_STALE_UPLOADS_AFTER": "0",
+        "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    body = payload(2 * PART + 1000, seed=7)
+    s3_faults.stall = lambda request: is_upload_part(request, 2)
+    async with aiohttp.ClientSession() as session:
+        async with running(VidproxyProcess(tmp_path, env)) as first:
+            location = await _create(session, first.url, len(body), "promoted.bin")
+            patching = asyncio.ensure_future(_patch(session, first.url + location, 0, body))
+            await apoll(lambda: s3_faults.stalled, "the second part's promotion held", 30)
+            assert await _offset_is(first.url + location, PART)
+            first.kill()
+            with contextlib.suppress(aiohttp.ClientError):
+                await patching
+        s3_faults.stall = None
+        async with running(VidproxyProcess(tmp_path, env)) as second:
+            assert await _offset_is(second.url + location, PART)
+            answer = await _patch(session, second.url + location, PART, body[PART:])
+            assert answer == (204, hashlib.sha256(body).hexdigest())
+            async with session.get(f"{second.url}/videos/promoted.bin") as response:
+                assert await response.read() == body
+                assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
+
+
+async def _create(session: aiohttp.ClientSession, base: str, length: int, key: str) -> str:
+    metadata = "key " + base64.b64encode(key.encode()).decode()
+    headers = {**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata}
+    async with session.post(f"{base}/uploads", headers=headers) as response:
+        assert response.status == 201, await response.text()
+        return urlsplit(response.headers["Location"]).path
+
+
+async def _patch(
+    session: aiohttp.ClientSession, url: str, offset: int, data: bytes
+) -> tuple[int, str | None]:
+    """A checksummed PATCH: its status and X-Content-SHA256."""
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    headers = {
+        **TUS,
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+        "Upload-Checksum": f"sha256 {checksum}",
+    }
+    async with session.patch(url, data=data, headers=headers) as response:
+        return response.status, response.headers.get("X-Content-SHA256")
