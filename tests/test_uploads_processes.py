@@ -1,6 +1,8 @@
 """tus uploads across vidproxy processes, driven by tuspy: ``kill -9`` mid-PATCH
 and a restart, and two processes on one bucket (start on one, finish on the
-other; two PATCHes racing through both). Bytes and X-Content-SHA256 compared."""
+other; two PATCHes racing through both); ``kill -9`` while a checksummed PATCH
+promotes its staged parts (raw HTTP, S3 held by the fault proxy). Bytes and
+X-Content-SHA256 compared."""
 
 from __future__ import annotations
 
