@@ -664,7 +664,7 @@ async def test_the_sweeper_reads_no_record_written_within_expire_after(
     for _ in range(3):
         await create(client, 10)
 
-    async def requests(operation: str) -> int:
+    async def requests(operation: str) -> float:
         metrics = await (await client.get("/metrics")).text()
         return counter(metrics, f'vidproxy_s3_requests_total{{operation="{operation}"}}')
 
