@@ -192,6 +192,24 @@ async def test_without_fill_on_disconnect_a_client_that_leaves_stops_the_fill(
     assert cache_rig.full_gets("a.mp4", LARGE) == 1
 
 
+async def test_every_byte_before_a_stalled_backend_reaches_the_client(cache_rig: CacheRig) -> None:
+    # The S3 reader joins small socket reads into larger pieces; a piece
+    # short of that size must still go on while S3 sends nothing more.
+    body = random_bytes(LARGE, 32)
+    await cache_rig.upload("a.mp4", body)
+    client = await cache_rig.start()
+    stall_at = 200 * 1024  # less than one joined piece
+    hold = cache_rig.proxy.hold(cache_rig.bucket, "a.mp4", after=stall_at)
+    response = await client.get("/videos/a.mp4")
+    await hold.wait_reached()
+
+    before = await asyncio.wait_for(response.content.readexactly(stall_at), timeout=5)
+
+    assert before == body[:stall_at]
+    hold.release()
+    assert before + await response.read() == body
+
+
 async def test_shutdown_stops_a_fill_a_write_made_stale_and_leaves_no_temp_file(
     cache_rig: CacheRig,
 ) -> None:

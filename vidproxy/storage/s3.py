@@ -65,6 +65,7 @@ from .sweeper import sweep_forever
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * KiB
+GATHER_WAIT = 0.005  # seconds a piece of a GET body may wait for the next
 # HEADs in flight while a listing looks up content types.
 LIST_HEAD_CONCURRENCY = 16
 DEFAULT_REGION = "us-east-1"
@@ -669,9 +670,47 @@ class S3Reader:
 
 
 async def _iter_body(body: StreamingBody) -> AsyncIterator[bytes]:
+    """The body in pieces of READ_CHUNK where the backend is fast, the first
+    one at once. A socket read brings what the backend wrote since the last
+    one: 32 KiB from rclone, some 14,000 pieces per GiB, each paying every
+    layer's cost on its way to the client and the cache. Joined, a cold GET
+    took 1.76 CPU-s per GiB against 1.92 (bench/, medians of 6 runs each, one
+    session). No piece waits more than GATHER_WAIT for the next, so the bytes
+    of a slow or stalling backend still go on."""
     async with body, s3_errors("GetObject body"):
-        async for chunk in body.iter_chunks(READ_CHUNK):
-            yield chunk
+        first = await body.read(READ_CHUNK)
+        if not first:
+            return
+        yield first
+        loop = asyncio.get_running_loop()
+        pieces: list[bytes] = []
+        gathered, due = 0, 0.0
+        while True:
+            waiting = asyncio.timeout_at(due if pieces else None)
+            try:
+                async with waiting:
+                    chunk = await body.read(READ_CHUNK)
+            except TimeoutError:
+                if not waiting.expired():
+                    raise  # the read's own timeout
+                yield _joined(pieces)
+                pieces, gathered = [], 0
+                continue
+            if not chunk:
+                break
+            if not pieces:
+                due = loop.time() + GATHER_WAIT
+            pieces.append(chunk)
+            gathered += len(chunk)
+            if gathered >= READ_CHUNK:
+                yield _joined(pieces)
+                pieces, gathered = [], 0
+        if pieces:
+            yield _joined(pieces)
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 _NEEDS_MD5 = (_MultipartEtags.UNKNOWN, _MultipartEtags.CONTENT_MD5)
