@@ -16,12 +16,11 @@ from aiohttp.test_utils import TestClient
 from botocore.exceptions import ClientError
 from conftest import Connect, RawConnection
 from rclone_rig import boto3_client, new_bucket, rclone_endpoint_fixture  # noqa: F401
+from rigs.tus import OCTETS, TUS, checksum_header, create, metadata, patch
 
 from vidproxy.config import Config
 from vidproxy.units import MiB
 
-TUS = {"Tus-Resumable": "1.0.0"}
-OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
 PART = 5 * MiB
 
 
@@ -86,32 +85,9 @@ def pending_uploads(s3_side: tuple[Any, str] | None, tmp_path: Any) -> Callable[
     return pending
 
 
-def metadata(**pairs: str) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
-
-
 def payload(size: int, seed: int = 1) -> bytes:
     block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
     return (block * (size // len(block) + 1))[:size]
-
-
-async def create(client: TestClient[Any, Any], length: int | None, **meta: str) -> str:
-    headers = {**TUS, "Upload-Metadata": metadata(**meta)}
-    if length is None:
-        headers["Upload-Defer-Length"] = "1"
-    else:
-        headers["Upload-Length"] = str(length)
-    response = await client.post("/uploads", headers=headers)
-    assert response.status == 201, await response.text()
-    assert response.headers["Tus-Resumable"] == "1.0.0"
-    return response.headers["Location"]
-
-
-async def patch(
-    client: TestClient[Any, Any], location: str, offset: int, data: bytes, **headers: str
-) -> Any:
-    sent = {**OCTETS, "Upload-Offset": str(offset), **headers}
-    return await client.patch(location, data=data, headers=sent)
 
 
 async def upload_in_pieces(
@@ -264,11 +240,6 @@ async def test_a_checksum_mismatch_gets_460_and_keeps_none_of_its_bytes(
         checksum = {"Upload-Checksum": f"{algorithm} {digest}"}
         assert (await patch(client, location, start, piece, **checksum)).status == 204
     assert await fetched(client, "sum.bin") == body
-
-
-def checksum_header(algorithm: str, data: bytes) -> dict[str, str]:
-    digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
-    return {"Upload-Checksum": f"{algorithm} {digest}"}
 
 
 def reserved_objects(s3_side: tuple[Any, str] | None) -> list[str]:

@@ -7,7 +7,6 @@ X-Content-SHA256 compared."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import threading
@@ -30,6 +29,7 @@ from fault_rig import (
     s3_faults_fixture,  # noqa: F401
 )
 from rclone_rig import boto3_client, new_bucket, rclone_endpoint_fixture  # noqa: F401
+from rigs.tus import checksum_header, create, patch
 from tcp_proxy import tcp_proxy
 from tusclient import client as tus_client
 
@@ -38,7 +38,6 @@ from vidproxy.units import MiB
 SIZE = 17 * MiB + 4321  # three 5 MiB parts and a tail
 CHUNK = 64 * MiB  # tuspy sends the rest of the file in one PATCH
 PART = 5 * MiB
-TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture(scope="module")
@@ -220,44 +219,29 @@ async def test_kill_9_while_a_checksummed_patch_promotes_its_parts_then_resume(
         "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
     }
     body = payload(2 * PART + 1000, seed=7)
+    sha256 = hashlib.sha256(body).hexdigest()
     s3_faults.stall = lambda request: is_upload_part(request, 2)
-    async with aiohttp.ClientSession() as session:
-        async with running(VidproxyProcess(tmp_path, env)) as first:
-            location = await _create(session, first.url, len(body), "promoted.bin")
-            patching = asyncio.ensure_future(_patch(session, first.url + location, 0, body))
-            await apoll(lambda: s3_faults.stalled, "the second part's promotion held", 30)
-            assert await _offset_is(first.url + location, PART)
-            first.kill()
-            with contextlib.suppress(aiohttp.ClientError):
-                await patching
-        s3_faults.stall = None
-        async with running(VidproxyProcess(tmp_path, env)) as second:
-            assert await _offset_is(second.url + location, PART)
-            answer = await _patch(session, second.url + location, PART, body[PART:])
-            assert answer == (204, hashlib.sha256(body).hexdigest())
-            async with session.get(f"{second.url}/videos/promoted.bin") as response:
-                assert await response.read() == body
-                assert response.headers["X-Content-SHA256"] == hashlib.sha256(body).hexdigest()
-
-
-async def _create(session: aiohttp.ClientSession, base: str, length: int, key: str) -> str:
-    metadata = "key " + base64.b64encode(key.encode()).decode()
-    headers = {**TUS, "Upload-Length": str(length), "Upload-Metadata": metadata}
-    async with session.post(f"{base}/uploads", headers=headers) as response:
-        assert response.status == 201, await response.text()
-        return urlsplit(response.headers["Location"]).path
-
-
-async def _patch(
-    session: aiohttp.ClientSession, url: str, offset: int, data: bytes
-) -> tuple[int, str | None]:
-    """A checksummed PATCH: its status and X-Content-SHA256."""
-    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
-    headers = {
-        **TUS,
-        "Upload-Offset": str(offset),
-        "Content-Type": "application/offset+octet-stream",
-        "Upload-Checksum": f"sha256 {checksum}",
-    }
-    async with session.patch(url, data=data, headers=headers) as response:
-        return response.status, response.headers.get("X-Content-SHA256")
+    async with (
+        running(VidproxyProcess(tmp_path, env)) as first,
+        aiohttp.ClientSession(base_url=first.url) as session,
+    ):
+        location = await create(session, len(body), key="promoted.bin")
+        checked = checksum_header("sha256", body)
+        patching = asyncio.ensure_future(patch(session, location, 0, body, **checked))
+        await apoll(lambda: s3_faults.stalled, "the second part's promotion held", 30)
+        assert await _offset_is(first.url + location, PART)
+        first.kill()
+        with contextlib.suppress(aiohttp.ClientError):
+            await patching
+    s3_faults.stall = None
+    async with (
+        running(VidproxyProcess(tmp_path, env)) as second,
+        aiohttp.ClientSession(base_url=second.url) as session,
+    ):
+        assert await _offset_is(second.url + location, PART)
+        rest = body[PART:]
+        answer = await patch(session, location, PART, rest, **checksum_header("sha256", rest))
+        assert (answer.status, answer.headers.get("X-Content-SHA256")) == (204, sha256)
+        async with session.get("/videos/promoted.bin") as response:
+            assert await response.read() == body
+            assert response.headers["X-Content-SHA256"] == sha256

@@ -6,4 +6,5 @@
 - ``moto``, ``rclone``, ``vidproxy``: those servers as processes.
 - ``app``: vidproxy in the test's own event loop, run as production runs it.
 - ``objects``: what a test asks of a running vidproxy about one key.
+- ``tus``: tus requests as the tests send them, raw.
 """
