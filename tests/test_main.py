@@ -73,6 +73,16 @@ async def test_start_up_names_the_s3_backend_and_says_it_is_ready(
     assert f" INFO vidproxy.web.handlers.health: storage ready ({where})\n" in log
 
 
+async def test_the_port_opens_once_the_start_up_check_is_done(
+    tmp_path: Path, moto_endpoint: str, bucket: str
+) -> None:
+    # Its S3 calls would otherwise run beside the first request and hold it up.
+    env = {**s3_env(moto_endpoint, bucket), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    async with running(VidproxyProcess(tmp_path, env), probe="") as process:
+        log = process.log()
+    assert "vidproxy.web.handlers.health: storage ready" in log
+
+
 async def test_start_up_names_the_fs_directory(tmp_path: Path, wait_until: Wait) -> None:
     env = {"VIDPROXY_FS_DIR": "data"}
     async with running(VidproxyProcess(tmp_path, env)) as process:

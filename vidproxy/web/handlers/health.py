@@ -27,15 +27,23 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "backend": store.name})
 
 
+# How long the start waits for its check before it listens anyway.
+START_CHECK_WAIT = 2.0
+
+
 def check_once_at_start(
     where: str,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that asks the backend once, beside the start, and says
-    in one line whether it answers and why not. Never fatal: in a stack that
-    starts together S3 may come up after vidproxy, and /readyz reports it."""
+    """A ``cleanup_ctx`` that asks the backend once at the start and says in one
+    line whether it answers and why not. The port opens once the check is done
+    (or after START_CHECK_WAIT): run beside the first request, its S3 calls held
+    a first GET's first byte up by 30-50 ms (bench/, first GET after start).
+    Never fatal: in a stack that starts together S3 may come up after vidproxy;
+    the check goes on behind the start, and /readyz reports it."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         check = asyncio.ensure_future(_check(app[STORE], where))
+        await asyncio.wait([check], timeout=START_CHECK_WAIT)
         yield
         check.cancel()
         await asyncio.gather(check, return_exceptions=True)
