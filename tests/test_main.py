@@ -17,7 +17,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from conftest import NO_STALE_UPLOAD_SWEEP_ENV, free_port
-from fault_rig import VidproxyProcess, running
+from fault_rig import (
+    S3Faults,
+    VidproxyProcess,
+    running,
+    s3_faults_fixture,  # noqa: F401
+)
 
 from vidproxy.auth import Authorizer
 
@@ -81,6 +86,22 @@ async def test_the_port_opens_once_the_start_up_check_is_done(
     async with running(VidproxyProcess(tmp_path, env), probe="") as process:
         log = process.log()
     assert "vidproxy.web.handlers.health: storage ready" in log
+
+
+async def test_a_backend_that_does_not_answer_holds_the_start_for_two_seconds_at_most(
+    tmp_path: Path, s3_faults: S3Faults, bucket: str
+) -> None:
+    s3_faults.stall = lambda request: request.method == "HEAD"  # the check's HeadBucket
+    env = {
+        **s3_env(s3_faults.url, bucket),
+        "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
+        "VIDPROXY_S3_REQUEST_DEADLINE": "600",
+    }
+    # Started within 30 s, where waiting for the check would take 600.
+    async with running(VidproxyProcess(tmp_path, env), probe="/healthz", within=30) as process:
+        log = process.log()
+    assert s3_faults.stalled, "the start-up check's HeadBucket never reached S3"
+    assert "storage ready" not in log and "storage not ready" not in log
 
 
 async def test_start_up_names_the_fs_directory(tmp_path: Path, wait_until: Wait) -> None:
