@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -47,8 +48,14 @@ def readyz(process: VidproxyProcess) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read())
 
 
-def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+# A start-up check that waits for a silent backend would wait this long.
+NO_DEADLINE_ENV = {"VIDPROXY_S3_REQUEST_DEADLINE": "600"}
+
+
+def s3_env(endpoint: str, bucket: str, cache_dir: Path | None = None) -> dict[str, str]:
+    cache = {"VIDPROXY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {}
     return {
+        **cache,
         **NO_STALE_UPLOAD_SWEEP_ENV,
         "VIDPROXY_S3_BUCKET": bucket,
         "VIDPROXY_S3_ENDPOINT_URL": endpoint,
@@ -65,7 +72,7 @@ def line_with(log: str, text: str) -> str:
 async def test_start_up_names_the_s3_backend_and_says_it_is_ready(
     tmp_path: Path, moto_endpoint: str, bucket: str, wait_until: Wait
 ) -> None:
-    env = {**s3_env(moto_endpoint, bucket), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    env = s3_env(moto_endpoint, bucket, tmp_path / "cache")
     where = f"S3 bucket '{bucket}' at {moto_endpoint}, region eu-west-3, path addressing"
     async with running(VidproxyProcess(tmp_path, env)) as process:
 
@@ -82,7 +89,7 @@ async def test_the_port_opens_once_the_start_up_check_is_done(
     tmp_path: Path, moto_endpoint: str, bucket: str
 ) -> None:
     # Its S3 calls would otherwise run beside the first request and hold it up.
-    env = {**s3_env(moto_endpoint, bucket), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    env = s3_env(moto_endpoint, bucket, tmp_path / "cache")
     async with running(VidproxyProcess(tmp_path, env), probe="") as process:
         log = process.log()
     assert "vidproxy.web.handlers.health: storage ready" in log
@@ -92,16 +99,30 @@ async def test_a_backend_that_does_not_answer_holds_the_start_for_two_seconds_at
     tmp_path: Path, s3_faults: S3Faults, bucket: str
 ) -> None:
     s3_faults.stall = lambda request: request.method == "HEAD"  # the check's HeadBucket
-    env = {
-        **s3_env(s3_faults.url, bucket),
-        "VIDPROXY_CACHE_DIR": str(tmp_path / "cache"),
-        "VIDPROXY_S3_REQUEST_DEADLINE": "600",
-    }
+    env = {**s3_env(s3_faults.url, bucket, tmp_path / "cache"), **NO_DEADLINE_ENV}
     # Started within 30 s, where waiting for the check would take 600.
     async with running(VidproxyProcess(tmp_path, env), probe="/healthz", within=30) as process:
         log = process.log()
     assert s3_faults.stalled, "the start-up check's HeadBucket never reached S3"
     assert "storage ready" not in log and "storage not ready" not in log
+
+
+async def test_a_stop_signal_while_the_start_waits_for_the_check_ends_it_cleanly(
+    tmp_path: Path, s3_faults: S3Faults, bucket: str, wait_until: Wait
+) -> None:
+    s3_faults.stall = lambda request: request.method == "HEAD"  # the check's HeadBucket
+    env = {**s3_env(s3_faults.url, bucket, tmp_path / "cache"), **NO_DEADLINE_ENV}
+    with VidproxyProcess(tmp_path, env) as process:
+        process.launch()
+
+        async def waiting() -> bool:
+            return bool(s3_faults.stalled)
+
+        await wait_until(waiting, "the start-up check's HeadBucket", within=20)
+        process.signal(signal.SIGTERM)
+        code = await process.await_exit()
+    assert code == 0, process.tail()
+    assert "vidproxy.web.server: stopped" in process.log()
 
 
 async def test_start_up_names_the_fs_directory(tmp_path: Path, wait_until: Wait) -> None:
@@ -133,7 +154,7 @@ async def test_start_up_warns_in_one_line_with_the_cause_and_readyz_says_it(
         env = NO_AWS_CREDENTIALS
     else:
         name = "no-such-bucket"
-    env = {**env, **s3_env(endpoint, name), "VIDPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**env, **s3_env(endpoint, name, tmp_path / "cache")}
     process = VidproxyProcess(tmp_path, env)
     # Not fatal: the process serves (a stack may start S3 after it) and says why not ready.
     async with running(process, probe="/healthz"):

@@ -45,6 +45,9 @@ async def serve(app: web.Application, config: Config) -> None:
         keepalive_timeout=config.server.keepalive_timeout,
         shutdown_timeout=CANCEL_GRACE_SECONDS,
     )
+    # Before the setup: its start-up check can hold it for seconds, and a stop
+    # signal then must still end the process cleanly, not by the default action.
+    stop = _stop_on_signals()
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     try:
@@ -58,7 +61,7 @@ async def serve(app: web.Application, config: Config) -> None:
             config.server.port,
             slots.limit,
         )
-        await _wait_for_stop_signal()
+        await stop.wait()
         in_flight.draining = True
         await site.stop()
         log.info("stopping: draining %d request(s)", in_flight.count)
@@ -129,9 +132,10 @@ async def _idle_within(in_flight: InFlight, seconds: float) -> bool:
     return True
 
 
-async def _wait_for_stop_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop

@@ -37,7 +37,7 @@ def check_once_at_start(
     """A ``cleanup_ctx`` that asks the backend once at the start and says in one
     line whether it answers and why not. The port opens once the check is done
     (or after START_CHECK_WAIT): run beside the first request, its S3 calls held
-    a first GET's first byte up by 30-50 ms (bench/, first GET after start).
+    a first GET's first byte up by as much as 50 ms (bench/, first GET after start).
     Never fatal: in a stack that starts together S3 may come up after vidproxy;
     the check goes on behind the start, and /readyz reports it."""
 
