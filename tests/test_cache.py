@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from s3_proxy import (
     s3_proxy_fixture,  # noqa: F401
 )
 
+from vidproxy.cache.fill import WRITE_AHEAD
 from vidproxy.units import MiB
 
 SMALL = 1 * MiB + 123  # where size does not matter
@@ -227,6 +229,27 @@ async def test_shutdown_stops_a_fill_a_write_made_stale_and_leaves_no_temp_file(
 
     assert cache_rig.temp_files() == []
     hold.release()
+
+
+async def test_shutdown_while_fills_commit_leaves_no_temp_file(cache_rig: CacheRig) -> None:
+    # A fill's last steps (fsync, commit; the unlink of a failed one) run in
+    # worker threads after its client has every byte, and shutdown cancels
+    # them there. A commit still queued for a thread went with the cancel and
+    # left its temp file (the soak test found two). One worker thread keeps
+    # the fills' last steps queued when the shutdown comes.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    # Each under WRITE_AHEAD, so its client is not held up by the queued writes.
+    size = WRITE_AHEAD // 2
+    bodies = {f"v{number}.mp4": random_bytes(size, 40 + number) for number in range(12)}
+    for key, body in bodies.items():
+        await cache_rig.upload(key, body)
+    client = await cache_rig.start()
+
+    fetched = await asyncio.gather(*(fetch(client, key) for key in bodies))
+    await client.close()
+
+    assert [f.body for f in fetched] == list(bodies.values())
+    assert cache_rig.temp_files() == []
 
 
 async def _leave_early(client: TestClient[Any, Any], key: str) -> None:

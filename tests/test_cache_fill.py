@@ -56,9 +56,9 @@ class Backend:
         return gen()
 
 
-def make_fill(tmp_path: Path, backend: Backend) -> Fill:
+def make_fill(tmp_path: Path, backend: Backend, kind: type[Fill] = Fill) -> Fill:
     info = ObjectInfo("a.mp4", len(backend.body), '"tag"', datetime.now(UTC), "video/mp4", None)
-    return Fill(info, backend, tmp_path / "fill.tmp")  # type: ignore[arg-type]
+    return kind(info, backend, tmp_path / "fill.tmp")  # type: ignore[arg-type]
 
 
 async def read_all(fill: Fill, byte_range: ByteRange) -> bytes:
@@ -194,8 +194,7 @@ async def test_a_stalled_disk_write_does_not_hold_the_reader_up(
 ) -> None:
     body = random_bytes(WRITE_AHEAD + 3 * WRITE_BATCH, 12)
     backend = Backend(body)
-    info = ObjectInfo("a.mp4", len(body), '"tag"', datetime.now(UTC), "video/mp4", None)
-    fill = StalledDisk(info, backend, tmp_path / "fill.tmp")  # type: ignore[arg-type]
+    fill = make_fill(tmp_path, backend, StalledDisk)
     StalledDisk.go.clear()
     backend.release()
     task = asyncio.create_task(fill.run(backend.chunks()))
@@ -206,4 +205,34 @@ async def test_a_stalled_disk_write_does_not_hold_the_reader_up(
     StalledDisk.go.set()
     await task
     assert (fill.complete, (tmp_path / "fill.tmp").read_bytes() == body) == (True, True)
+    fill.close()
+
+
+async def test_a_fill_cancelled_twice_returns_only_once_its_write_is_done(
+    tmp_path: Path, wait_until: Any
+) -> None:
+    # The last reader leaving cancels a fill, and shutdown cancels it again. Had
+    # the second cancel let ``run`` return while its first write was still in
+    # the thread, the thread would create the temp file after the caller's
+    # unlink (the soak test found such files left in tmp/).
+    backend = Backend(random_bytes(2 * WRITE_BATCH, 13))
+    fill = make_fill(tmp_path, backend, StalledDisk)
+    StalledDisk.go.clear()
+    backend.release()
+    task = asyncio.create_task(fill.run(backend.chunks()))
+    await wait_until(lambda: fill.filled >= WRITE_BATCH, "the first batch sent to the disk")
+
+    task.cancel()
+    await wait_until(lambda: fill.ended, "the first cancel in the fill's cleanup")
+    task.cancel()
+    # A run that does not wait for its write returns at once; this one cannot
+    # until the disk is let go.
+    await asyncio.wait([task], timeout=0.5)
+    returned_while_writing = task.done()
+    StalledDisk.go.set()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert not returned_while_writing
+    assert task.cancelled()
+    assert (tmp_path / "fill.tmp").exists()  # created before run returned: the unlink sees it
     fill.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ from pathlib import Path
 from ..conditions import ByteRange
 from ..files import WRITE_CALL
 from ..storage.base import Chunk, ObjectInfo, ObjectReader, close_stream
+from ..tasks import finish, finish_in_thread
 from ..units import MiB
 
 log = logging.getLogger(__name__)
@@ -100,15 +102,25 @@ class Fill:
                 raise OSError(f"the backend sent {self.filled} of {self.info.size} bytes")
             await self._flush()
             await self._settle()
-            await asyncio.to_thread(os.fsync, self._fd)  # type: ignore[arg-type]
+            await finish_in_thread(os.fsync, self._fd)  # type: ignore[arg-type]
             self.complete = True
         finally:
             self.ended = True
             self._notify()
-            if self._writing is not None:
-                # Not cancelled with us: the thread would go on writing anyway.
-                await asyncio.gather(asyncio.shield(self._writing), return_exceptions=True)
-            await close_stream(chunks)
+            try:
+                await close_stream(chunks)
+            finally:
+                await self._outlast_write()
+
+    async def _outlast_write(self) -> None:
+        """Wait for the write in progress, through any cancel: the thread goes on
+        writing anyway (creating the temp file, if it is the first), and once
+        ``run`` has returned the caller may unlink the file or close it."""
+        if self._writing is not None:
+            # A disk error here is the one _settle raised already, or comes
+            # second to what is ending the fill.
+            with contextlib.suppress(OSError):
+                await finish(self._writing)
 
     def _receive(self, chunk: Chunk) -> None:
         self._offsets.append(self.filled)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from ..conditions import RangeSpec
 from ..config import CacheConfig
 from ..storage.base import Chunk, ObjectReader, Store
+from ..tasks import finish
 from .budget import DiskBudget
 from .checks import EntryChecks, first_digest
 from .clock import Clock
@@ -178,6 +179,12 @@ class Flights:
             pass
         except Exception as exc:
             log.error("cache: fill of %r stopped: %s", key, exc)
+        # To its end even when shutdown cancels us here (again, if the last
+        # reader leaving did first): a commit or an unlink still queued for a
+        # thread went with the cancel, and its temp file stayed.
+        await finish(self._end_fill(key, fill))
+
+    async def _end_fill(self, key: str, fill: Fill) -> None:
         try:
             if fill.complete and not fill.stale:
                 await self._keep(key, fill)

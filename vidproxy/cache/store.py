@@ -97,8 +97,9 @@ class CachingStore:
         self._checks.start()
 
     async def close(self) -> None:
-        await self._checks.close()
+        # The fills first: one that ends now may still hand its entry to the checks.
         await self._flights.close()
+        await self._checks.close()
         await self._index.close()
 
     # ---- Store: writes pass through and drop the entry --------------------

@@ -31,6 +31,7 @@ from ..conditions import ByteRange, RangeSpec
 from ..errors import NotFound, ObjectDamaged, PreconditionFailed, UpstreamUnavailable
 from ..files import flush_and_sync, read_file, sync_dir, write_atomically, write_in_calls
 from ..keys import key_digest
+from ..tasks import finish, finish_in_thread
 from ..units import MiB
 from .base import ObjectInfo, ObjectPage, StoredObject, StoreStats, UploadSource
 from .integrity import size_problem
@@ -148,10 +149,9 @@ class FsStore:
             )
             meta = {**info.to_record(), "data": version}
             async with self._lock(key):
-                old = await asyncio.to_thread(self._commit, key, tmp_path, meta, create_only)
-                await self._retire(old)
+                await finish(self._commit_and_retire(key, tmp_path, meta, create_only))
         finally:
-            await asyncio.to_thread(tmp_path.unlink, missing_ok=True)
+            await finish_in_thread(tmp_path.unlink, missing_ok=True)
         return StoredObject(key, size, info.etag, content_type, sha256)
 
     @property
@@ -168,8 +168,7 @@ class FsStore:
         info = ObjectInfo(key, size, f'"{sha256[:32]}"', datetime.now(UTC), content_type, sha256)
         meta = {**info.to_record(), "data": version}
         async with self._lock(key):
-            old = await asyncio.to_thread(self._commit, key, path, meta, create_only)
-            await self._retire(old)
+            await finish(self._commit_and_retire(key, path, meta, create_only))
         return StoredObject(key, size, info.etag, content_type, sha256)
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
@@ -177,12 +176,21 @@ class FsStore:
         # One buffer throughout: each write is done before the next readinto. Lazy:
         # a trickling upload holds the bytes it sent, not a whole WRITE_CHUNK.
         buffer = memoryview(lazy_buffer(WRITE_CHUNK))
-        with await asyncio.to_thread(open, path, "wb") as out:
+        # Each thread is waited for even when the upload is cancelled: one that
+        # went on would create or write the file after put's unlink.
+        opening = asyncio.to_thread(open, path, "wb")
+        with await finish(opening, if_cancelled=lambda out: out.close()) as out:
             while filled := await source.readinto(buffer):
-                await asyncio.to_thread(write_in_calls, out, buffer[:filled])
+                await finish_in_thread(write_in_calls, out, buffer[:filled])
                 size += filled
-            await asyncio.to_thread(flush_and_sync, out)
+            await finish_in_thread(flush_and_sync, out)
         return size
+
+    async def _commit_and_retire(
+        self, key: str, data: Path, meta: dict[str, Any], create_only: bool
+    ) -> None:
+        old = await asyncio.to_thread(self._commit, key, data, meta, create_only)
+        await self._retire(old)
 
     def _commit(
         self, key: str, tmp_path: Path, meta: dict[str, Any], create_only: bool

@@ -24,6 +24,7 @@ from ..buffers import lazy_buffer
 from ..errors import NotFound, ObjectDamaged
 from ..files import flush_and_sync, sync_dir, write_atomically, write_in_calls
 from ..media import SNIFF_BYTES
+from ..tasks import finish_in_thread
 from ..units import MiB
 from ..uploads.record import UploadRecord
 from ..uploads.sha256state import Sha256
@@ -112,7 +113,9 @@ class FsResumable:
         buffer = memoryview(lazy_buffer(WRITE_CHUNK))
         written = 0
         while filled := await source.readinto(buffer):
-            await asyncio.to_thread(_write_and_sync, out, buffer[:filled])
+            # Waited for even when cancelled: the next PATCH must not write
+            # beside a thread still writing this one's bytes.
+            await finish_in_thread(_write_and_sync, out, buffer[:filled])
             if hasher is not None:
                 await asyncio.to_thread(hasher.update, buffer[:filled])
             written += filled

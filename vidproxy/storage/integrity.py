@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..tasks import finish_in_thread
 from ..units import MiB
 from .base import ObjectInfo
 
@@ -112,7 +113,7 @@ async def hash_file(path: Path, expected: Sequence[Digest], bytes_per_second: in
                 due = started + digester.size / bytes_per_second
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
     finally:
-        await asyncio.to_thread(os.close, fd)
+        await finish_in_thread(os.close, fd)  # a close a cancel skipped would leak the fd
     return digester
 
 
