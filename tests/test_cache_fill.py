@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cache_rig import random_bytes
+from manual_clock import ManualClock
 
+from vidproxy.cache.budget import DiskBudget
+from vidproxy.cache.disk import CacheDir
 from vidproxy.cache.fill import KEEP_BEHIND, WRITE_AHEAD, WRITE_BATCH, Fill, read_following
+from vidproxy.cache.index import Entry, EntryIndex
 from vidproxy.conditions import ByteRange
+from vidproxy.config import CacheConfig
 from vidproxy.storage.base import ObjectInfo
 from vidproxy.units import KiB, MiB
 
@@ -236,3 +242,44 @@ async def test_a_fill_cancelled_twice_returns_only_once_its_write_is_done(
     assert task.cancelled()
     assert (tmp_path / "fill.tmp").exists()  # created before run returned: the unlink sees it
     fill.close()
+
+
+async def test_a_fill_cancelled_while_it_waits_for_room_still_frees_it(
+    tmp_path: Path, wait_until: Any
+) -> None:
+    # A fill waits for the unlinks of the entries evicted to make its room, and
+    # cancelling that wait (a gather) cancels them: an unlink still queued for
+    # a thread never ran, and the evicted file stayed on disk, counted nowhere.
+    # One busy worker thread keeps the unlink queued.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    disk = CacheDir(tmp_path / "cache", "origin")
+    disk.prepare()
+    budget = DiskBudget(MiB, 0, disk.free_bytes)
+    index = EntryIndex(CacheConfig(), disk, budget, ManualClock())
+    old = Backend(random_bytes(MiB, 14))
+    old_info = make_fill(tmp_path, old).info
+    (tmp_path / "old.tmp").write_bytes(old.body)
+    evicted = disk.commit(old_info, tmp_path / "old.tmp", [], 0.0)
+    index.add(Entry(old_info, evicted, 0.0))
+    busy = threading.Event()
+    asyncio.get_running_loop().run_in_executor(None, busy.wait, 30)
+
+    unlinks = index.make_room(MiB)
+    assert unlinks is not None and len(unlinks) == 1
+    backend = Backend(random_bytes(MiB, 15))
+    room = asyncio.gather(*unlinks, return_exceptions=True)
+    info = make_fill(tmp_path, backend).info
+    fill = Fill(info, backend, tmp_path / "fill.tmp", room)  # type: ignore[arg-type]
+    backend.release()
+    task = asyncio.create_task(fill.run(backend.chunks()))
+    await wait_until(lambda: fill.filled == MiB, "every byte in, the fill waiting for its room")
+    task.cancel()
+    # Where the cancel drops the unlink, the fill ends at once; else it waits
+    # for its room, which the busy thread holds up until it is let go.
+    await asyncio.wait([task], timeout=0.5)
+    busy.set()
+    await asyncio.gather(task, return_exceptions=True)
+    await index.close()
+
+    assert not evicted.exists()
+    assert budget.retired == 0

@@ -59,6 +59,24 @@ async def test_the_result_a_cancel_leaves_behind_goes_to_if_cancelled(wait_until
     assert left == ["an open file"]
 
 
+async def test_an_error_of_the_work_after_a_cancel_is_the_cancels_cause(wait_until: Any) -> None:
+    # Not lost (asyncio would log it as never retrieved), nor raised instead of the cancel.
+    started, go = threading.Event(), threading.Event()
+
+    def work() -> str:
+        started.set()
+        go.wait(10)
+        raise OSError("no space left")
+
+    task = asyncio.create_task(finish(asyncio.to_thread(work), if_cancelled=pytest.fail))
+    await _cancelled_twice(task, wait_until, started)
+    go.set()
+
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await task
+    assert isinstance(raised.value.__cause__, OSError)
+
+
 async def test_without_a_cancel_it_returns_the_result_or_raises_the_error() -> None:
     def fails() -> None:
         raise OSError("disk full")

@@ -29,9 +29,10 @@ async def finish(aw: Awaitable[T], *, if_cancelled: Callable[[T], object] | None
             cancelled = exc
     if cancelled is None:
         return task.result()
-    if if_cancelled is not None and not task.cancelled() and task.exception() is None:
+    error = None if task.cancelled() else task.exception()
+    if error is None and not task.cancelled() and if_cancelled is not None:
         if_cancelled(task.result())
-    raise cancelled
+    raise cancelled from error  # the work's own error, if any, stays in the traceback
 
 
 async def finish_in_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

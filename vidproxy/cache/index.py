@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import CacheConfig
 from ..storage.base import ObjectInfo
 from ..storage.integrity import Digest
+from ..tasks import finish_in_thread
 from .budget import DiskBudget
 from .clock import Clock, Timer
 from .disk import CacheDir, touch
@@ -160,7 +161,8 @@ class EntryIndex:
 
     async def _remove(self, entry: Entry) -> None:
         try:
-            await asyncio.to_thread(self._disk.remove, entry.info.key, entry.path)
+            # Through a cancel too: a fill waiting for this room passes its own on.
+            await finish_in_thread(self._disk.remove, entry.info.key, entry.path)
         except OSError as exc:
             log.error("cache: cannot remove %s: %s", entry.path, exc)
         finally:

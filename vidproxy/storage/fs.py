@@ -18,9 +18,10 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ class FsStore:
             del self._readers[path]
             if path in self._retired:
                 self._retired.discard(path)
-                await asyncio.to_thread(path.unlink, missing_ok=True)
+                await finish_in_thread(path.unlink, missing_ok=True)
 
     async def _retire(self, path: Path | None) -> None:
         """Unlink a replaced or deleted version now, or once its readers are done."""
@@ -132,7 +133,7 @@ class FsStore:
         if self._readers[path] > 0:
             self._retired.add(path)
         else:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            await finish_in_thread(path.unlink, missing_ok=True)
 
     async def put(
         self, key: str, source: UploadSource, content_type: str, *, create_only: bool = False
@@ -149,7 +150,7 @@ class FsStore:
             )
             meta = {**info.to_record(), "data": version}
             async with self._lock(key):
-                await finish(self._commit_and_retire(key, tmp_path, meta, create_only))
+                await finish(self._change(partial(self._commit, key, tmp_path, meta, create_only)))
         finally:
             await finish_in_thread(tmp_path.unlink, missing_ok=True)
         return StoredObject(key, size, info.etag, content_type, sha256)
@@ -168,7 +169,7 @@ class FsStore:
         info = ObjectInfo(key, size, f'"{sha256[:32]}"', datetime.now(UTC), content_type, sha256)
         meta = {**info.to_record(), "data": version}
         async with self._lock(key):
-            await finish(self._commit_and_retire(key, path, meta, create_only))
+            await finish(self._change(partial(self._commit, key, path, meta, create_only)))
         return StoredObject(key, size, info.etag, content_type, sha256)
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
@@ -186,11 +187,11 @@ class FsStore:
             await finish_in_thread(flush_and_sync, out)
         return size
 
-    async def _commit_and_retire(
-        self, key: str, data: Path, meta: dict[str, Any], create_only: bool
-    ) -> None:
-        old = await asyncio.to_thread(self._commit, key, data, meta, create_only)
-        await self._retire(old)
+    async def _change(self, change: Callable[[], Path | None]) -> None:
+        """Run ``change`` (a commit or a removal) in a thread and retire the version
+        it replaced. Under ``finish``: a cancel between the two would leave that
+        version's file on disk, named by nothing."""
+        await self._retire(await asyncio.to_thread(change))
 
     def _commit(
         self, key: str, tmp_path: Path, meta: dict[str, Any], create_only: bool
@@ -208,7 +209,7 @@ class FsStore:
 
     async def delete(self, key: str) -> None:
         async with self._lock(key):
-            await self._retire(await asyncio.to_thread(self._remove, key))
+            await finish(self._change(partial(self._remove, key)))
 
     def _remove(self, key: str) -> Path | None:
         """Drop the key's metadata; returns its data file, if it had one."""

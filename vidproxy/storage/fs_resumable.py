@@ -24,7 +24,7 @@ from ..buffers import lazy_buffer
 from ..errors import NotFound, ObjectDamaged
 from ..files import flush_and_sync, sync_dir, write_atomically, write_in_calls
 from ..media import SNIFF_BYTES
-from ..tasks import finish_in_thread
+from ..tasks import finish, finish_in_thread
 from ..units import MiB
 from ..uploads.record import UploadRecord
 from ..uploads.sha256state import Sha256
@@ -55,6 +55,11 @@ class FsResumable:
         return self._dir / f"{upload_id}.data"
 
     async def create(self, record: UploadRecord) -> None:
+        # Both, even when cancelled: the sweeper finds uploads by their record,
+        # so a data file without one would stay forever.
+        await finish(self._create(record))
+
+    async def _create(self, record: UploadRecord) -> None:
         await asyncio.to_thread(self._data(record.id).touch, exist_ok=False)
         await self.save(record)
 
