@@ -150,7 +150,7 @@ class FsStore:
             )
             meta = {**info.to_record(), "data": version}
             async with self._lock(key):
-                await finish(self._change(partial(self._commit, key, tmp_path, meta, create_only)))
+                await self._change(partial(self._commit, key, tmp_path, meta, create_only))
         finally:
             await finish_in_thread(tmp_path.unlink, missing_ok=True)
         return StoredObject(key, size, info.etag, content_type, sha256)
@@ -169,7 +169,7 @@ class FsStore:
         info = ObjectInfo(key, size, f'"{sha256[:32]}"', datetime.now(UTC), content_type, sha256)
         meta = {**info.to_record(), "data": version}
         async with self._lock(key):
-            await finish(self._change(partial(self._commit, key, path, meta, create_only)))
+            await self._change(partial(self._commit, key, path, meta, create_only))
         return StoredObject(key, size, info.etag, content_type, sha256)
 
     async def _receive(self, source: UploadSource, path: Path) -> int:
@@ -189,9 +189,13 @@ class FsStore:
 
     async def _change(self, change: Callable[[], Path | None]) -> None:
         """Run ``change`` (a commit or a removal) in a thread and retire the version
-        it replaced. Under ``finish``: a cancel between the two would leave that
-        version's file on disk, named by nothing."""
-        await self._retire(await asyncio.to_thread(change))
+        it replaced, both even when cancelled: a cancel between the two would
+        leave that version's file on disk, named by nothing."""
+
+        async def change_and_retire() -> None:
+            await self._retire(await asyncio.to_thread(change))
+
+        await finish(change_and_retire())
 
     def _commit(
         self, key: str, tmp_path: Path, meta: dict[str, Any], create_only: bool
@@ -209,7 +213,7 @@ class FsStore:
 
     async def delete(self, key: str) -> None:
         async with self._lock(key):
-            await finish(self._change(partial(self._remove, key)))
+            await self._change(partial(self._remove, key))
 
     def _remove(self, key: str) -> Path | None:
         """Drop the key's metadata; returns its data file, if it had one."""
