@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -23,6 +22,7 @@ from cache_rig import (
     wait_for_hit,
 )
 from manual_clock import ManualClock
+from rigs.threads import one_worker_thread
 from s3_proxy import (
     BEFORE_HEADERS,
     s3_proxy_fixture,  # noqa: F401
@@ -237,7 +237,7 @@ async def test_shutdown_while_fills_commit_leaves_no_temp_file(cache_rig: CacheR
     # them there. A commit still queued for a thread went with the cancel and
     # left its temp file (the soak test found two). One worker thread keeps
     # the fills' last steps queued when the shutdown comes.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+    one_worker_thread()
     # Each under WRITE_AHEAD, so its client is not held up by the queued writes.
     size = WRITE_AHEAD // 2
     bodies = {f"v{number}.mp4": random_bytes(size, 40 + number) for number in range(12)}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cache_rig import random_bytes
 from manual_clock import ManualClock
+from rigs.threads import hold_the_one_worker
 
 from vidproxy.cache.budget import DiskBudget
 from vidproxy.cache.disk import CacheDir
@@ -251,7 +251,6 @@ async def test_a_fill_cancelled_while_it_waits_for_room_still_frees_it(
     # cancelling that wait (a gather) cancels them: an unlink still queued for
     # a thread never ran, and the evicted file stayed on disk, counted nowhere.
     # One busy worker thread keeps the unlink queued.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
     disk = CacheDir(tmp_path / "cache", "origin")
     disk.prepare()
     budget = DiskBudget(MiB, 0, disk.free_bytes)
@@ -261,8 +260,7 @@ async def test_a_fill_cancelled_while_it_waits_for_room_still_frees_it(
     (tmp_path / "old.tmp").write_bytes(old.body)
     evicted = disk.commit(old_info, tmp_path / "old.tmp", [], 0.0)
     index.add(Entry(old_info, evicted, 0.0))
-    busy = threading.Event()
-    asyncio.get_running_loop().run_in_executor(None, busy.wait, 30)
+    busy = hold_the_one_worker()
 
     unlinks = index.make_room(MiB)
     assert unlinks is not None and len(unlinks) == 1

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from rigs.threads import hold_the_one_worker
 
 from vidproxy.storage.fs import FsStore
 
@@ -49,9 +49,7 @@ async def test_a_replaced_version_is_unlinked_even_when_its_last_readers_close_i
     await store.put("a.mp4", Body(b"second version"), "video/mp4")  # type: ignore[arg-type]
     held = reader.local_path
     assert held is not None and held.exists()  # retired, kept for its reader
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
-    busy = threading.Event()
-    asyncio.get_running_loop().run_in_executor(None, busy.wait, 30)
+    busy = hold_the_one_worker()
 
     closing = asyncio.create_task(reader.aclose())
     await asyncio.sleep(0)  # one turn of the loop: the close is at its unlink, queued

@@ -29,8 +29,10 @@ async def finish(aw: Awaitable[T], *, if_cancelled: Callable[[T], object] | None
             cancelled = exc
     if cancelled is None:
         return task.result()
-    error = None if task.cancelled() else task.exception()
-    if error is None and not task.cancelled() and if_cancelled is not None:
+    if task.cancelled():
+        raise cancelled
+    error = task.exception()
+    if error is None and if_cancelled is not None:
         if_cancelled(task.result())
     raise cancelled from error  # the work's own error, if any, stays in the traceback
 
